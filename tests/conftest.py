@@ -1,0 +1,36 @@
+"""Test setup in the style of equinox/big_vision: 4 fake CPU devices, strict dtype promotion,
+and fixtures for the offline shared data and weights."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxit import resources  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    d = resources.shared_dir()
+    assert d.is_dir(), f"shared folder not found at {d}; set JAXIT_SHARED"
+    return d
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(shared_dir):
+    d = resources.model_dir()
+    assert (d / "model.safetensors").is_file(), f"MiniLM checkpoint missing in {d}"
+    return d
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir):
+    return resources.data_dir()
