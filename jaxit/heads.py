@@ -1,0 +1,59 @@
+"""Heads on the encoder's [CLS] states: BERT-style classification/regression exit heads.
+
+An exit head is pooler (dense D->D, tanh) + dropout + linear D->C (C = 1 for regression),
+as in BERT's own sequence-classification head. Heads for all L layers are stored stacked
+on a leading [L] axis so one vmapped call scores every layer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxit.encoders.transformer import dense, dropout
+
+
+def init_exit_head(rng: jax.Array, hidden: int, num_outputs: int, pooler: dict | None = None):
+    """One head {"pooler": {kernel [D,D], bias [D]}, "out": {kernel [D,C], bias [C]}}.
+
+    `pooler` (e.g. the checkpoint's params["pooler"]) initialises the pooler when given.
+    """
+    k_pool, k_out = jax.random.split(rng)
+    if pooler is None:
+        pooler = {"kernel": 0.02 * jax.random.normal(k_pool, (hidden, hidden)),
+                  "bias": jnp.zeros((hidden,))}
+    out = {"kernel": 0.02 * jax.random.normal(k_out, (hidden, num_outputs)),
+           "bias": jnp.zeros((num_outputs,))}
+    return {"pooler": jax.tree.map(jnp.asarray, pooler), "out": out}
+
+
+def init_exit_heads(rng, num_layers: int, hidden: int, num_outputs: int, pooler=None):
+    """L heads stacked on a leading axis; every pooler starts from `pooler` when given."""
+    keys = jax.random.split(rng, num_layers)
+    heads = [init_exit_head(k, hidden, num_outputs, pooler) for k in keys]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *heads)
+
+
+def exit_head(p: dict, cls: jnp.ndarray, rng: jax.Array | None = None, rate: float = 0.1):
+    """cls [..., D] -> (outputs [..., C], pooled [..., D]). Dropout only when rng is given."""
+    pooled = jnp.tanh(dense(p["pooler"], cls))
+    return dense(p["out"], dropout(pooled, rate, rng)), pooled
+
+
+def all_exit_heads(heads: dict, cls: jnp.ndarray, rng=None, rate: float = 0.1):
+    """Stacked heads [L, ...] on cls [L, B, D] -> (outputs [L, B, C], pooled [L, B, D])."""
+    n = cls.shape[0]
+    keys = None if rng is None else jax.random.split(rng, n)
+    if keys is None:
+        return jax.vmap(lambda p, c: exit_head(p, c, None, rate))(heads, cls)
+    return jax.vmap(lambda p, c, k: exit_head(p, c, k, rate))(heads, cls, keys)
+
+
+def task_loss(outputs: jnp.ndarray, labels: jnp.ndarray, is_regression: bool) -> jnp.ndarray:
+    """Per-example loss: cross-entropy on logits [..., C] with int labels, or squared error
+    on outputs [..., 1] with float labels. Returns [...] (the leading dims of outputs)."""
+    labels = jnp.broadcast_to(labels, outputs.shape[:-1])
+    if is_regression:
+        return jnp.square(outputs[..., 0] - labels.astype(outputs.dtype))
+    logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
