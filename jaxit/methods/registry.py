@@ -1,0 +1,31 @@
+"""Builds a `Method` from the `method` block of a run config."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from jaxit.encoders.transformer import Encoder
+from jaxit.methods.base import Method
+from jaxit.methods.finetune import make_finetune
+
+# name -> builder(method_cfg, encoder, num_outputs, is_regression, num_steps) -> Method
+_BUILDERS: dict[str, Callable[..., Method]] = {
+    "finetune": lambda mcfg, enc, n_out, is_reg, num_steps: make_finetune(enc, n_out, is_reg),
+}
+
+
+def register(name: str, builder: Callable[..., Method]) -> None:
+    _BUILDERS[name] = builder
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(sorted(_BUILDERS))
+
+
+def make_method(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
+                num_steps: int) -> Method:
+    """`mcfg.name` picks the method; the rest of `mcfg` is its options."""
+    name = mcfg.name
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(method_names())}")
+    return _BUILDERS[name](mcfg, encoder, num_outputs, is_regression, num_steps)
