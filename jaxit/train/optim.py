@@ -1,0 +1,100 @@
+"""optax AdamW with linear warm-up/decay and clipping, split into parameter groups.
+
+Groups come from `Method.param_labels`; a group's `Gate` decides when it is updated:
+"train" always, "frozen" never (exactly zero update), or a step -> bool function (e.g.
+BERxiT's Alternating). A gated-off group gets a zero update and keeps its Adam moments
+unchanged, as if it had its own optimizer that skipped that step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxit.methods.base import Method
+
+
+def lr_schedule(peak_lr: float, num_steps: int, warmup_fraction: float) -> optax.Schedule:
+    """Linear warm-up to `peak_lr` over warmup_fraction·num_steps, then linear decay to 0."""
+    warmup = int(round(warmup_fraction * num_steps))
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak_lr, max(warmup, 1)),
+         optax.linear_schedule(peak_lr, 0.0, max(num_steps - warmup, 1))],
+        boundaries=[warmup],
+    ) if warmup > 0 else optax.linear_schedule(peak_lr, 0.0, max(num_steps, 1))
+
+
+def decay_mask(params: Any) -> Any:
+    """Weight decay on kernels and embeddings, not on biases or LayerNorm scales (HF)."""
+
+    def mask(path, _):
+        last = getattr(path[-1], "key", str(path[-1]))
+        return last not in ("bias", "scale")
+
+    return jax.tree_util.tree_map_with_path(mask, params)
+
+
+class GatedState(NamedTuple):
+    count: jnp.ndarray  # global step: incremented on every call, updated or not
+    inner: Any
+
+
+def gated(inner: optax.GradientTransformation, gate) -> optax.GradientTransformation:
+    """Runs `inner` only on steps where gate(step) is True; otherwise zero updates and the
+    inner state is left as it was."""
+
+    def init(params):
+        return GatedState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        def run(_):
+            return inner.update(updates, state.inner, params)
+
+        def skip(_):
+            return jax.tree.map(jnp.zeros_like, updates), state.inner
+
+        new_updates, new_inner = jax.lax.cond(gate(state.count), run, skip, None)
+        return new_updates, GatedState(state.count + 1, new_inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def gate_value(gate, step) -> jnp.ndarray:
+    """A gate's bool value at `step` (a jit-traceable scalar)."""
+    if gate == "train":
+        return jnp.asarray(True)
+    if gate == "frozen":
+        return jnp.asarray(False)
+    return jnp.asarray(gate(step), bool)
+
+
+def make_optimizer(tcfg, method: Method, params: Any, num_steps: int):
+    """Returns (optax transform, labels pytree). `tcfg` has learning_rate, warmup_fraction,
+    weight_decay, adam_b1, adam_b2, adam_eps, grad_clip_norm (0 disables)."""
+    labels = method.param_labels(params)
+    groups = sorted(set(jax.tree.leaves(labels)))
+    unknown = [g for g in groups if g not in method.gates]
+    if unknown:
+        raise ValueError(f"method {method.name!r} labels params with groups {unknown} that have "
+                         f"no gate; gates are {sorted(method.gates)}")
+    transforms = {}
+    for g in groups:
+        gate = method.gates[g]
+        if gate == "frozen":
+            transforms[g] = optax.set_to_zero()
+            continue
+        inner = optax.chain(
+            optax.scale_by_adam(tcfg.adam_b1, tcfg.adam_b2, tcfg.adam_eps),
+            optax.add_decayed_weights(tcfg.weight_decay, decay_mask),
+            optax.scale(method.lr_scale.get(g, 1.0)),
+        )
+        transforms[g] = inner if gate == "train" else gated(inner, gate)
+    schedule = lr_schedule(tcfg.learning_rate, num_steps, tcfg.warmup_fraction)
+    chain = []
+    if tcfg.grad_clip_norm:
+        chain.append(optax.clip_by_global_norm(tcfg.grad_clip_norm))
+    chain += [optax.multi_transform(transforms, labels), optax.scale_by_learning_rate(schedule)]
+    return optax.chain(*chain), labels
