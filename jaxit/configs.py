@@ -1,0 +1,112 @@
+"""Run configs (ml_collections). `base_config()` documents every option; experiment files
+under `experiments/configs/` start from it, and `demo_config()` is the offline demo."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Encoder: a local HF checkpoint directory or a hub id; "random" builds a randomly
+    # initialised encoder from `random_encoder` (used by the demo and tests).
+    c.model = "../shared/models/all-MiniLM-L6-v2"
+    c.random_encoder = ml_collections.ConfigDict(dict(
+        model_type="bert",  # bert | roberta | albert | distilbert
+        hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128,
+        max_position_embeddings=128,
+    ))
+    # Tokenizer: "" reads it from `model`; "synthetic" is the demo task's word tokenizer.
+    c.tokenizer = ""
+    # Task name from the registry (jaxit.data.tasks), e.g. sst2, mrpc, stsb, rte, synthetic.
+    c.task = "sst2"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "local"  # local (GLUE-layout files) | hf (HF datasets) | tfds | synthetic
+    c.data.data_dir = ""  # local/tfds: folder holding the task folders; "" = shared data dir
+    c.data.hf_path = ""  # hf: dataset id or local data files ("" = the task's default id)
+    c.data.train_split = "train"
+    c.data.eval_split = "dev"
+    c.data.max_length = 128  # tokens, [CLS]/[SEP] included; longer inputs are truncated
+    c.data.buckets = (16, 32, 64, 128)  # padded lengths (capped at max_length): few shapes
+    c.data.max_train_examples = 0  # 0 = all; else the first N after a seeded shuffle
+    c.data.max_eval_examples = 0  # 0 = all
+    c.data.synthetic_train = 4000  # synthetic task sizes
+    c.data.synthetic_dev = 1000
+
+    # Method: "finetune", or an adaptive method (see jaxit.methods.registry.method_names()).
+    c.method = ml_collections.ConfigDict(dict(name="finetune"))
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # global batch, split over all devices
+    c.train.num_epochs = 3.0
+    c.train.num_steps = 0  # > 0 overrides num_epochs
+    c.train.learning_rate = 2e-5
+    c.train.warmup_fraction = 0.1
+    c.train.weight_decay = 0.01
+    c.train.adam_b1 = 0.9
+    c.train.adam_b2 = 0.999
+    c.train.adam_eps = 1e-8
+    c.train.grad_clip_norm = 1.0  # 0 disables clipping
+    c.train.seed = 0
+
+    c.eval_every = 0  # steps between dev evaluations; 0 = once per epoch and at the end
+    c.eval_batch_size = 64
+    c.save_every = 500  # steps between checkpoints (also saved at every eval and at the end)
+    c.keep_checkpoints = 2  # latest checkpoints kept for resuming
+    c.best_metric = ""  # dev metric for the best checkpoint; "" = the task's primary metric
+    c.log_every = 50  # steps between train-metric rows and progress-bar updates
+    c.num_devices = 0  # data-parallel devices; 0 = all
+    c.progress = True  # show a progress bar
+    return c
+
+
+def tiny_config() -> ml_collections.ConfigDict:
+    """A few steps on a tiny random encoder and synthetic data: for tests."""
+    c = base_config()
+    c.model = "random"
+    c.tokenizer = "synthetic"
+    c.task = "synthetic"
+    c.data.source = "synthetic"
+    c.data.synthetic_train = 256
+    c.data.synthetic_dev = 64
+    c.data.max_length = 32
+    c.data.buckets = (16, 32)
+    c.random_encoder.hidden_size = 32
+    c.random_encoder.num_layers = 2
+    c.random_encoder.num_heads = 2
+    c.random_encoder.intermediate_size = 64
+    c.train.batch_size = 16
+    c.train.num_steps = 8
+    c.train.learning_rate = 1e-3
+    c.eval_every = 4
+    c.save_every = 4
+    c.eval_batch_size = 32
+    c.log_every = 2
+    c.progress = False
+    return c
+
+
+def demo_config() -> ml_collections.ConfigDict:
+    """The README's main job: a small random encoder trained from scratch on the synthetic
+    task, sized to finish in a few minutes on 2 CPU cores."""
+    c = base_config()
+    c.model = "random"
+    c.tokenizer = "synthetic"
+    c.task = "synthetic"
+    c.data.source = "synthetic"
+    c.data.synthetic_train = 6000
+    c.data.synthetic_dev = 1000
+    c.data.max_length = 32
+    c.data.buckets = (16, 32)
+    c.random_encoder.hidden_size = 64
+    c.random_encoder.num_layers = 6
+    c.random_encoder.num_heads = 4
+    c.random_encoder.intermediate_size = 128
+    c.train.batch_size = 32
+    c.train.num_epochs = 3.0
+    c.train.learning_rate = 1e-3
+    c.train.weight_decay = 0.01
+    c.eval_batch_size = 128
+    c.log_every = 50
+    return c
