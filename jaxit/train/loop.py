@@ -1,0 +1,143 @@
+"""The training job: data, model, method, optimizer, checkpoints, evaluation.
+
+`train(config, workdir)` is what `jaxit train` runs. It resumes from the latest checkpoint
+in `workdir` (same config: same batches, same dropout keys, same result as a run that was
+never interrupted), evaluates on the dev split, and keeps the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxit.train import sharding
+from jaxit.train.checkpoint import Checkpoints, shapes_digest
+from jaxit.train.optim import make_optimizer
+from jaxit.train.pipeline import Setup, build_setup
+from jaxit.train.state import TrainState, init_state
+from jaxit.train.step import make_update_fn
+from jaxit.train.writer import MetricWriter
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(setup: Setup, params, mesh=None) -> dict:
+    """Task metrics of `method.predict` on the dev split (each example counted once)."""
+    from jaxit.data import compute_metrics
+
+    predict = setup.predict_fn
+    preds, labels = [], []
+    for batch, valid in setup.eval_batches():
+        b = batch if mesh is None else sharding.shard_batch(batch, mesh)
+        out = np.asarray(jax.device_get(predict(params, b._replace(labels=None))))
+        keep = np.asarray(valid, bool)
+        preds.append(out[keep])
+        labels.append(np.asarray(batch.labels)[keep])
+    preds = np.concatenate(preds)
+    labels = np.concatenate(labels)
+    if not setup.method.is_regression:
+        preds = preds.argmax(-1)
+    return compute_metrics(setup.task, preds, labels)
+
+
+def run_meta(config, setup: Setup, state: TrainState) -> dict:
+    return {
+        "model": str(config.model), "task": setup.task.name, "method": config.method.name,
+        "params_digest": shapes_digest(state.params), "opt_digest": shapes_digest(state.opt_state),
+        "config": json.loads(config.to_json_best_effort()),
+    }
+
+
+def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
+          setup: Setup | None = None) -> dict[str, Any]:
+    """Trains (or resumes); returns (result, final TrainState), result = {"step",
+    "num_steps", "dev": metrics, "best_step", "workdir"} (also written to result.json).
+
+    `max_steps_this_run` stops after that many updates in this call (a checkpoint is saved),
+    so a later call resumes: the pre-emption path, and how the resume test interrupts.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    setup = setup or build_setup(config)
+    method, task = setup.method, setup.task
+    num_steps = setup.num_steps
+    mesh = sharding.data_mesh(config.num_devices or None)
+    sharding.check_batch_size(config.train.batch_size, mesh)
+
+    params = method.init(jax.random.PRNGKey(config.train.seed + 1), setup.encoder_params)
+    tx, labels = make_optimizer(config.train, method, params, num_steps)
+    state = init_state(params, tx, config.train.seed)
+    best_metric = config.best_metric or task.metrics[0]
+    ckpts = Checkpoints(workdir, keep=config.keep_checkpoints, best_metric=best_metric,
+                        best_mode="max")
+    meta = run_meta(config, setup, state)
+    restored = ckpts.restore(state, meta)
+    if restored is not None:
+        state = restored
+        log.info("resumed from %s at step %d", workdir, int(state.step))
+        print(f"resumed from step {int(state.step)} in {workdir}")
+    state = sharding.replicate(state, mesh)
+    update = jax.jit(make_update_fn(method, tx, labels), donate_argnums=0)
+
+    writer = MetricWriter(workdir)
+    writer.write_hparams(meta["config"])
+    eval_every = config.eval_every or setup.steps_per_epoch
+    start = int(state.step)
+    stop = num_steps if max_steps_this_run is None else min(num_steps, start + max_steps_this_run)
+    dev: dict = {}
+    bar = _progress(config.progress and stop > start, start, num_steps)
+    t0, seen, acc = time.perf_counter(), 0, []
+    for step, batch in setup.train_batches(start, stop):
+        state, m = update(state, sharding.shard_batch(batch, mesh))
+        acc.append(m)
+        seen += batch.input_ids.shape[0]
+        done = step + 1
+        if done % config.log_every == 0 or done == stop:
+            m = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *acc))
+            if not all(math.isfinite(float(v)) for v in m.values()):
+                raise FloatingPointError(f"non-finite training metrics at step {done}: {m}; "
+                                         "lower the learning rate or check the data")
+            rate = seen / (time.perf_counter() - t0)
+            writer.write_scalars(done, {**{f"train/{k}": v for k, v in m.items()},
+                                        "train/examples_per_s": rate})
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(m['loss']):.4f}", ex_s=f"{rate:.0f}")
+            acc = []
+        if bar is not None:
+            bar.update(1)
+        is_eval = done % eval_every == 0 or done == num_steps
+        if is_eval:
+            dev = evaluate(setup, state.params, mesh)
+            writer.write_scalars(done, {f"dev/{k}": v for k, v in dev.items()})
+            log.info("step %d dev %s", done, dev)
+            if bar is not None:
+                bar.write(f"step {done}: dev " + ", ".join(f"{k}={v:.4f}" for k, v in dev.items()))
+        if is_eval or done % config.save_every == 0 or done == stop:
+            ckpts.save(done, jax.device_get(state), meta, dev if is_eval else None)
+    if bar is not None:
+        bar.close()
+    ckpts.wait()
+    writer.close()
+    if not dev and int(state.step) >= num_steps:
+        dev = evaluate(setup, state.params, mesh)
+    result = {"step": int(state.step), "num_steps": num_steps, "dev": dev,
+              "best_step": ckpts.best_step(), "workdir": str(workdir)}
+    ckpts.close()
+    (workdir / "result.json").write_text(json.dumps(result, indent=2, default=float))
+    return result, state
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
