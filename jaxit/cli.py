@@ -1,0 +1,98 @@
+"""The `jaxit` command: train, eval, demo.
+
+    jaxit train --config=experiments/configs/finetune.py --workdir=runs/sst2 \
+        [--config.task=sst2 --config.model=DIR_OR_HUB_ID ...] [--distributed]
+    jaxit eval  --config=... --workdir=runs/sst2 [--checkpoint=best|latest]
+    jaxit demo  [--workdir=runs/demo]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "ml_collections config file (e.g. experiments/configs/finetune.py[:tiny]); "
+    "override fields with --config.<field>=<value>", lock_config=True)
+flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, results")
+flags.DEFINE_integer("max_steps", 0, "train: stop after this many updates in this call "
+                     "(checkpointed; rerun to resume); 0 = run to the end")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "eval: which checkpoint to load")
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (TPU pods, multi-host)")
+flags.DEFINE_string("coordinator_address", None, "distributed: host:port of process 0 (CUDA)")
+flags.DEFINE_integer("num_processes", None, "distributed: number of processes (CUDA)")
+flags.DEFINE_integer("process_id", None, "distributed: this process's index (CUDA)")
+flags.DEFINE_bool("quick", False, "demo: a smaller, faster run (for smoke tests)")
+
+COMMANDS = ("train", "eval", "demo")
+
+
+def _usage() -> str:
+    return (__doc__ or "") + "\nRun `jaxit <command> --help` for a command's flags.\n"
+
+
+def _need(name: str, value):
+    if value is None:
+        raise app.UsageError(f"--{name} is required")
+    return value
+
+
+def _init_distributed():
+    if FLAGS.distributed:
+        from jaxit.train.sharding import initialize_distributed
+
+        initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+
+
+def _train(argv):
+    del argv
+    _init_distributed()
+    from jaxit.train.loop import train
+
+    config = _need("config", FLAGS.config)
+    workdir = _need("workdir", FLAGS.workdir)
+    result, _ = train(config, workdir, max_steps_this_run=FLAGS.max_steps or None)
+    print(json.dumps(result, indent=2, default=float))
+
+
+def _eval(argv):
+    del argv
+    _init_distributed()
+    from jaxit.train.evaluate import evaluate_checkpoint
+
+    config = _need("config", FLAGS.config)
+    workdir = _need("workdir", FLAGS.workdir)
+    metrics = evaluate_checkpoint(config, workdir, which=FLAGS.checkpoint)
+    print(json.dumps(metrics, indent=2, default=float))
+
+
+def _demo(argv):
+    del argv
+    from jaxit.demo import run_demo
+
+    run_demo(FLAGS.workdir or "runs/demo", quick=FLAGS.quick)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    cmd = argv[1]
+    if cmd not in COMMANDS:
+        print(f"jaxit: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.WARNING)
+    fn = {"train": _train, "eval": _eval, "demo": _demo}[cmd]
+    app.run(fn, argv=[f"jaxit {cmd}"] + argv[2:])
+
+
+if __name__ == "__main__":
+    main()
