@@ -6,12 +6,19 @@ from typing import Callable
 
 from jaxit.encoders.transformer import Encoder
 from jaxit.methods.base import Method
+from jaxit.methods.early_exit import ALIASES as _EARLY_EXIT_NAMES
+from jaxit.methods.early_exit import build_early_exit
 from jaxit.methods.finetune import make_finetune
 
 # name -> builder(method_cfg, encoder, num_outputs, is_regression, num_steps) -> Method
 _BUILDERS: dict[str, Callable[..., Method]] = {
     "finetune": lambda mcfg, enc, n_out, is_reg, num_steps: make_finetune(enc, n_out, is_reg),
 }
+
+
+# Multi-exit models (DeeBERT, PABEE, BERxiT, ELBERT): one builder; `strategy` picks the loss.
+for _name in _EARLY_EXIT_NAMES:
+    _BUILDERS[_name] = build_early_exit
 
 
 def register(name: str, builder: Callable[..., Method]) -> None:

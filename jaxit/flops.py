@@ -1,0 +1,66 @@
+"""FLOPs accounting (DESIGN §6): multiply-add = 2 FLOPs, real tokens only (no padding).
+
+Per Transformer layer on n tokens (D hidden, F FFN width):
+    QKV 6nD^2 + attention scores and mixing 4n^2 D + attention output 2nD^2 + FFN 4nDF.
+Heads run on the [CLS] state only: pooler 2D^2 + output 2DC (+ LTE 2D).
+ALBERT's embedding projection costs 2nED; embedding lookups, LayerNorms, softmaxes,
+activations and bias adds are not counted (XLA's cost analysis counts them too: the test
+bounds the difference, a few percent).
+
+With token dropping, pass the per-layer token counts to `encoder_flops`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from jaxit.encoders.config import EncoderConfig
+
+
+def layer_flops(cfg: EncoderConfig, n: int) -> int:
+    """One Transformer layer on n tokens."""
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    return 6 * n * d * d + 4 * n * n * d + 2 * n * d * d + 4 * n * d * f
+
+
+def layer_flops_breakdown(cfg: EncoderConfig, n: int) -> dict:
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    return {"qkv": 6 * n * d * d, "attention": 4 * n * n * d, "attn_out": 2 * n * d * d,
+            "ffn": 4 * n * d * f}
+
+
+def embedding_flops(cfg: EncoderConfig, n: int) -> int:
+    """Matmul FLOPs of the embedding: ALBERT's E->D projection, 0 otherwise."""
+    return 2 * n * cfg.embed_dim * cfg.hidden_size if cfg.embedding_size else 0
+
+
+def head_flops(cfg: EncoderConfig, num_outputs: int, lte: bool = False) -> int:
+    """One exit head on [CLS]: pooler D->D, output D->C, and the LTE unit D->1."""
+    d = cfg.hidden_size
+    return 2 * d * d + 2 * d * num_outputs + (2 * d if lte else 0)
+
+
+def encoder_flops(cfg: EncoderConfig, tokens_per_layer: Sequence[int]) -> int:
+    """Embedding (on the first count) + one layer per entry, each on its own token count."""
+    if not tokens_per_layer:
+        return 0
+    return embedding_flops(cfg, tokens_per_layer[0]) + sum(
+        layer_flops(cfg, n) for n in tokens_per_layer)
+
+
+def full_model_flops(cfg: EncoderConfig, n: int, num_outputs: int) -> int:
+    """The static model: embedding, all L layers, one head on the last layer."""
+    return encoder_flops(cfg, [n] * cfg.num_layers) + head_flops(cfg, num_outputs)
+
+
+def early_exit_flops(cfg: EncoderConfig, n: int, exit_layer: int, num_outputs: int,
+                     lte: bool = False) -> int:
+    """A multi-exit model that ran layers 1..exit_layer and every one of their heads."""
+    return encoder_flops(cfg, [n] * exit_layer) + exit_layer * head_flops(cfg, num_outputs, lte)
+
+
+def speedup(full: Sequence[int] | int, adaptive: Sequence[int] | int) -> float:
+    """FLOPs speed-up: total full-model FLOPs / total adaptive FLOPs (summed over examples)."""
+    f = full if isinstance(full, (int, float)) else sum(full)
+    a = adaptive if isinstance(adaptive, (int, float)) else sum(adaptive)
+    return float(f) / float(a) if a else float("inf")

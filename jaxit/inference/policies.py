@@ -1,0 +1,283 @@
+"""Exit policies: when to stop running layers for one example.
+
+Each rule is a small pure function over the example's *history*: the per-layer exit
+outputs seen so far (layer 1 first), each a `LayerOutput`. A policy object wraps one rule
+with its settings and the history, with the interface every runner uses::
+
+    policy.reset()                       # before each example
+    stop = policy.update(layer, output)  # after layer `layer` (1-based); True = exit here
+
+Runners always stop after the last layer, whatever the policy says; so a policy never
+needs to know the depth, and "never exit early" is a threshold that never fires.
+
+Rules (thresholds are compared as the papers state them):
+
+- `entropy_exit` (DeeBERT): entropy (nats) of the softmax over classes < S.
+- `confidence_exit` (BERxiT): max probability >= threshold.
+- `normalized_entropy_exit` (FastBERT "speed", ELBERT's puzzlement): entropy / log C.
+- `patience_exit` (PABEE): the counter of consecutive layers whose prediction agrees with
+  the previous layer's (classification: same argmax; regression: |delta| < threshold)
+  resets on any disagreement; exit when it reaches `patience`; patience 0 = full model.
+- `lte_exit` (BERxiT learning-to-exit): u >= threshold.
+- `elbert_exit` (ELBERT): stage 1 puzzlement < delta; otherwise stage 2, a confidence window
+  over the last N layers (default 8) with one of the paper's three criteria. The released
+  code watches class 0 of a binary task; here the watched class c is the one predicted at
+  the current layer, which is the same rule for binary tasks and extends to any C:
+    1 (default) "a class probability varies monotonically": c leads the runner-up by more
+      than 2*margin at the window's first layer and p_c never decreases over the window
+      (binary: the code's "p_0 > 0.5 + margin, then p_0 non-decreasing", or mirrored);
+    2 "the range of max p is below a value": c leads by more than 2*margin at every layer
+      of the window and max p_c - min p_c <= max_range;
+    3 "the predicted label stays the same": c leads by more than 2*margin at every layer of
+      the window.
+  margin defaults to 0.0 (the released config); max_range to 0.05 (not given anywhere).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Protocol, Sequence
+
+import numpy as np
+
+
+class LayerOutput(NamedTuple):
+    """One layer's exit outputs for one example, on the host.
+
+    outputs: [C] logits, or [1] the regression value
+    probs:   [C] softmax of the logits (classification), or None
+    lte:     the LTE certainty u, or None when the model has no LTE module
+    """
+
+    outputs: np.ndarray
+    probs: np.ndarray | None = None
+    lte: float | None = None
+
+
+def layer_output(outputs, lte=None, is_regression: bool = False) -> LayerOutput:
+    """Builds a `LayerOutput` from logits (computing the softmax) or a regression value."""
+    outputs = np.asarray(outputs, np.float64).reshape(-1)
+    probs = None
+    if not is_regression:
+        z = np.exp(outputs - outputs.max())
+        probs = z / z.sum()
+    return LayerOutput(outputs, probs, None if lte is None else float(lte))
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def entropy(probs) -> float:
+    """Shannon entropy in nats (0 log 0 = 0)."""
+    p = np.asarray(probs, np.float64)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def normalized_entropy(probs) -> float:
+    """Entropy / log C, in [0, 1] (ELBERT's puzzlement, FastBERT's uncertainty)."""
+    c = len(probs)
+    return entropy(probs) / math.log(c) if c > 1 else 0.0
+
+
+def _probs(out: LayerOutput) -> np.ndarray:
+    if out.probs is None:
+        raise ValueError("this exit rule needs class probabilities (a classification task)")
+    return out.probs
+
+
+def _prediction(out: LayerOutput):
+    return float(out.outputs[0]) if out.probs is None else int(np.argmax(out.probs))
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def entropy_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
+    return entropy(_probs(history[-1])) < threshold
+
+
+def normalized_entropy_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
+    return normalized_entropy(_probs(history[-1])) < threshold
+
+
+def confidence_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
+    return float(np.max(_probs(history[-1]))) >= threshold
+
+
+def lte_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
+    u = history[-1].lte
+    if u is None:
+        raise ValueError("the LTE exit rule needs a model with an LTE module (lte=True)")
+    return u >= threshold
+
+
+def patience_count(history: Sequence[LayerOutput], regression_threshold: float | None = None):
+    """PABEE's counter after the last layer: consecutive agreements with the previous layer,
+    reset to 0 on any disagreement (0 after layer 1)."""
+    count = 0
+    for prev, cur in zip(history[:-1], history[1:]):
+        if cur.probs is None:  # regression
+            if regression_threshold is None:
+                raise ValueError("patience on a regression task needs regression_threshold")
+            agree = abs(float(cur.outputs[0]) - float(prev.outputs[0])) < regression_threshold
+        else:
+            agree = int(np.argmax(cur.probs)) == int(np.argmax(prev.probs))
+        count = count + 1 if agree else 0
+    return count
+
+
+def patience_exit(history: Sequence[LayerOutput], patience: int,
+                  regression_threshold: float | None = None) -> bool:
+    if patience <= 0:  # PABEE: patience 0 runs the full model
+        return False
+    return patience_count(history, regression_threshold) >= patience
+
+
+def _lead(p: np.ndarray, c: int) -> float:
+    """p_c minus the largest other probability."""
+    others = np.delete(p, c)
+    return float(p[c] - others.max()) if len(others) else 1.0
+
+
+def window_criterion(history: Sequence[LayerOutput], window: int = 8, criterion: int = 1,
+                     margin: float = 0.0, max_range: float = 0.05) -> bool:
+    """ELBERT's stage 2 over the last `window` layers (False until that many exist)."""
+    if len(history) < window or window < 1:
+        return False
+    probs = np.stack([_probs(o) for o in history[-window:]])  # [N, C]
+    c = int(np.argmax(probs[-1]))
+    pc = probs[:, c]
+    if criterion == 1:
+        return _lead(probs[0], c) > 2 * margin and bool(np.all(np.diff(pc) >= 0))
+    leads_all = all(_lead(p, c) > 2 * margin for p in probs)
+    if criterion == 2:
+        return leads_all and float(pc.max() - pc.min()) <= max_range
+    if criterion == 3:
+        return leads_all
+    raise ValueError(f"ELBERT window criterion must be 1, 2 or 3, got {criterion}")
+
+
+def elbert_exit(history: Sequence[LayerOutput], delta: float, window: int = 8,
+                criterion: int = 1, margin: float = 0.0, max_range: float = 0.05) -> bool:
+    if normalized_entropy(_probs(history[-1])) < delta:
+        return True
+    return window_criterion(history, window, criterion, margin, max_range)
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+class ExitPolicy(Protocol):
+    name: str
+
+    def reset(self) -> None: ...
+
+    def update(self, layer: int, output: LayerOutput) -> bool: ...
+
+
+class HistoryPolicy:
+    """A rule over the history, with its settings; `update` appends and asks the rule."""
+
+    name = "rule"
+
+    def __init__(self, rule: Callable[..., bool], **settings):
+        self.rule = rule
+        self.settings = settings
+        self.history: list[LayerOutput] = []
+
+    def reset(self) -> None:
+        self.history = []
+
+    def update(self, layer: int, output: LayerOutput) -> bool:
+        del layer
+        self.history.append(output)
+        return bool(self.rule(self.history, **self.settings))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return f"{type(self).__name__}({args})"
+
+
+class EntropyPolicy(HistoryPolicy):
+    name = "entropy"
+
+    def __init__(self, threshold: float):
+        super().__init__(entropy_exit, threshold=threshold)
+
+
+class NormalizedEntropyPolicy(HistoryPolicy):
+    name = "normalized_entropy"
+
+    def __init__(self, threshold: float):
+        super().__init__(normalized_entropy_exit, threshold=threshold)
+
+
+class ConfidencePolicy(HistoryPolicy):
+    name = "confidence"
+
+    def __init__(self, threshold: float):
+        super().__init__(confidence_exit, threshold=threshold)
+
+
+class LTEPolicy(HistoryPolicy):
+    name = "lte"
+
+    def __init__(self, threshold: float):
+        super().__init__(lte_exit, threshold=threshold)
+
+
+class PatiencePolicy(HistoryPolicy):
+    name = "patience"
+
+    def __init__(self, patience: int, regression_threshold: float | None = None):
+        super().__init__(patience_exit, patience=int(patience),
+                         regression_threshold=regression_threshold)
+
+
+class ELBERTPolicy(HistoryPolicy):
+    name = "elbert"
+
+    def __init__(self, delta: float, window: int = 8, criterion: int = 1, margin: float = 0.0,
+                 max_range: float = 0.05):
+        super().__init__(elbert_exit, delta=delta, window=window, criterion=criterion,
+                         margin=margin, max_range=max_range)
+
+
+class FixedLayerPolicy:
+    """Every example exits at `layer` (layer-wise scores through a runner)."""
+
+    name = "fixed"
+
+    def __init__(self, layer: int):
+        self.layer = int(layer)
+
+    def reset(self) -> None:
+        pass
+
+    def update(self, layer: int, output: LayerOutput) -> bool:
+        return layer >= self.layer
+
+
+class NeverExit(FixedLayerPolicy):
+    """The full model: never exits before the last layer."""
+
+    name = "full"
+
+    def __init__(self):
+        super().__init__(10**9)
+
+
+POLICIES = {
+    "entropy": EntropyPolicy, "normalized_entropy": NormalizedEntropyPolicy,
+    "confidence": ConfidencePolicy, "lte": LTEPolicy, "patience": PatiencePolicy,
+    "elbert": ELBERTPolicy, "fixed": FixedLayerPolicy,
+}
+
+
+def make_policy(name: str, threshold, **settings) -> ExitPolicy:
+    """A policy by name with its main threshold (patience for "patience", delta for
+    "elbert", the layer for "fixed")."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown exit policy {name!r}; known: {sorted(POLICIES)}")
+    return POLICIES[name](threshold, **settings)

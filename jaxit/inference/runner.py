@@ -1,0 +1,259 @@
+"""Host-side adaptive runner for multi-exit models at batch 1 (the papers' setting).
+
+A Python loop over layers calls ONE jit-compiled per-layer function
+
+    layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T])
+        -> (hidden [B, T, D], packed [B, K])
+
+where `packed` holds the layer's exit outputs (logits or value, softmax probabilities, LTE u)
+so that one small device->host transfer per layer brings the exit decision's inputs to the
+host. The same compiled function serves every layer (layer params are arguments, sliced
+once when the runner is built). Token counts are padded up to a fixed set of length
+buckets, so after `warmup()` nothing is ever compiled again: at most one executable per
+bucket for the embedding, the layer step and the static full model.
+
+The policy is a separate object (`jaxit.inference.policies`): `reset()` before an example,
+`update(layer, LayerOutput) -> stop?` after each layer. A batched runner or token dropping
+(AdapLeR: a per-layer step that also returns token scores, and smaller buckets as tokens
+leave) reuse `make_layer_step`/`unpack` and the policies unchanged.
+
+FLOPs count real tokens only (`jaxit.flops`); wall time is measured per example from host
+token ids to the prediction on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxit import flops as flops_lib
+from jaxit.batch import Batch
+from jaxit.encoders.transformer import Encoder, mask_bias_from
+from jaxit.heads import exit_head
+from jaxit.inference.policies import ExitPolicy, LayerOutput, NeverExit
+from jaxit.methods.early_exit import lte_certainty, stacked_heads
+
+DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None):
+    """The per-layer function (pure; jit it): block + exit head (+ LTE), outputs packed as
+    [B, C (+C probs) (+1 LTE)]. `counter["layer"]` counts traces when given."""
+
+    def layer_step(lp, head, lte, hidden, mask_bias):
+        if counter is not None:
+            counter["layer"] = counter.get("layer", 0) + 1
+        hidden = encoder.block(lp, hidden, mask_bias)
+        out, pooled = exit_head(head, hidden[:, 0])
+        parts = [out.astype(jnp.float32)]
+        if not is_regression:
+            parts.append(jax.nn.softmax(out.astype(jnp.float32), axis=-1))
+        if lte is not None:
+            parts.append(lte_certainty(lte, pooled).astype(jnp.float32)[:, None])
+        return hidden, jnp.concatenate(parts, axis=-1)
+
+    return layer_step
+
+
+def unpack(row: np.ndarray, num_outputs: int, is_regression: bool, has_lte: bool) -> LayerOutput:
+    """One example's packed row -> `LayerOutput`."""
+    c = num_outputs
+    probs = None if is_regression else row[c:2 * c]
+    return LayerOutput(row[:c], probs, float(row[-1]) if has_lte else None)
+
+
+@dataclasses.dataclass
+class ExampleResult:
+    outputs: np.ndarray  # [C] logits or [1] value at the exit layer
+    exit_layer: int  # 1-based
+    flops: int
+    seconds: float
+    num_tokens: int
+
+    @property
+    def prediction(self):
+        return float(self.outputs[0]) if self.outputs.shape[0] == 1 else int(np.argmax(self.outputs))
+
+
+@dataclasses.dataclass
+class RunResults:
+    outputs: np.ndarray  # [N, C]
+    exit_layers: np.ndarray  # [N] int
+    flops: np.ndarray  # [N] int64
+    seconds: np.ndarray  # [N] float
+    num_tokens: np.ndarray  # [N] int
+    is_regression: bool
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.outputs[:, 0] if self.is_regression else self.outputs.argmax(-1)
+
+    @property
+    def avg_exit_layer(self) -> float:
+        return float(self.exit_layers.mean())
+
+    @property
+    def total_seconds(self) -> float:
+        return float(self.seconds.sum())
+
+    @classmethod
+    def collect(cls, results: Sequence[ExampleResult], is_regression: bool) -> "RunResults":
+        return cls(np.stack([r.outputs for r in results]),
+                   np.array([r.exit_layer for r in results], np.int32),
+                   np.array([r.flops for r in results], np.int64),
+                   np.array([r.seconds for r in results], np.float64),
+                   np.array([r.num_tokens for r in results], np.int32), is_regression)
+
+
+def examples_from_batch(batch: Batch):
+    """Yields (input_ids, token_type_ids) of each row's real tokens (attention mask 1)."""
+    ids = np.asarray(batch.input_ids)
+    tt = np.asarray(batch.token_type_ids)
+    mask = np.asarray(batch.attention_mask).astype(bool)
+    for i in range(ids.shape[0]):
+        if mask[i].any():
+            yield ids[i][mask[i]], tt[i][mask[i]]
+
+
+class EarlyExitRunner:
+    """Batch-1 adaptive inference for a multi-exit model (`jaxit.methods.early_exit` params).
+
+    runner = EarlyExitRunner(encoder, params, num_outputs=2, is_regression=False)
+    runner.warmup()
+    results = runner.run(batch, ConfidencePolicy(0.9))     # RunResults
+    static = runner.run_static(batch)                      # the full model, one call
+    """
+
+    def __init__(self, encoder: Encoder, params: dict, num_outputs: int, is_regression: bool,
+                 buckets: Sequence[int] = DEFAULT_BUCKETS):
+        cfg = encoder.config
+        self.encoder, self.config = encoder, cfg
+        self.num_outputs, self.is_regression = int(num_outputs), bool(is_regression)
+        self.num_layers = cfg.num_layers
+        self.buckets = tuple(sorted(b for b in buckets if b <= cfg.max_position_embeddings))
+        if not self.buckets:
+            raise ValueError(f"no bucket fits max_position_embeddings {cfg.max_position_embeddings}")
+        params = jax.device_put(params)
+        enc, heads = params["encoder"], params["heads"]
+        self.has_lte = "lte" in heads
+        # Sliced once here, never per call.
+        self._embed_params = {k: v for k, v in enc.items() if k not in ("layers", "pooler")}
+        self._layers = [encoder.layer_params(enc, i) for i in range(self.num_layers)]
+        stacked = stacked_heads(heads)
+        self._heads = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(self.num_layers)]
+        self._lte = heads.get("lte")
+        self._stacked_layers = enc["layers"]
+        self._final_head = heads["final"]
+        self.trace_counts: dict = {}
+
+        counts = self.trace_counts
+
+        def embed_step(embed_params, ids, tt, mask):
+            counts["embed"] = counts.get("embed", 0) + 1
+            hidden = encoder.embed(embed_params, Batch(ids, tt, mask))
+            return hidden, mask_bias_from(mask, hidden.dtype)
+
+        def full_step(embed_params, layers, final_head, ids, tt, mask):
+            counts["full"] = counts.get("full", 0) + 1
+            hidden = encoder.embed(embed_params, Batch(ids, tt, mask))
+            bias = mask_bias_from(mask, hidden.dtype)
+            if cfg.shared_layers:
+                hidden = jax.lax.fori_loop(
+                    0, cfg.num_layers, lambda _, h: encoder.block(layers, h, bias), hidden)
+            else:
+                hidden, _ = jax.lax.scan(
+                    lambda h, lp: (encoder.block(lp, h, bias), None), hidden, layers)
+            out, _ = exit_head(final_head, hidden[:, 0])
+            return out.astype(jnp.float32)
+
+        self.embed_step = jax.jit(embed_step)
+        self.layer_step = jax.jit(make_layer_step(encoder, self.is_regression, counts))
+        self.full_step = jax.jit(full_step)
+        self._pad_id = cfg.pad_token_id
+
+    # ------------------------------------------------------------------ inputs
+
+    def bucket(self, n: int) -> int:
+        for b in self.buckets:
+            if n <= b:
+                return b
+        raise ValueError(f"{n} tokens exceed the largest length bucket {self.buckets[-1]}")
+
+    def pad(self, input_ids, token_type_ids=None):
+        """Real tokens -> (ids, token types, mask) [1, bucket] numpy arrays."""
+        input_ids = np.asarray(input_ids, np.int32).reshape(-1)
+        n = input_ids.shape[0]
+        t = self.bucket(n)
+        ids = np.full((1, t), self._pad_id, np.int32)
+        tt = np.zeros((1, t), np.int32)
+        mask = np.zeros((1, t), np.int32)
+        ids[0, :n] = input_ids
+        if token_type_ids is not None:
+            tt[0, :n] = np.asarray(token_type_ids, np.int32).reshape(-1)
+        mask[0, :n] = 1
+        return ids, tt, mask
+
+    def warmup(self, buckets: Sequence[int] | None = None, static: bool = True) -> None:
+        """Compiles every function for every bucket (then nothing compiles again)."""
+        for b in buckets or self.buckets:
+            ids = np.full((b,), 101, np.int32)
+            self.run_one(ids, None, NeverExit())
+            if static:
+                self.run_static_one(ids, None)
+
+    # ------------------------------------------------------------------ running
+
+    def run_one(self, input_ids, token_type_ids, policy: ExitPolicy) -> ExampleResult:
+        """One example through the layers until `policy` says stop (or the last layer)."""
+        start = time.perf_counter()
+        n = int(np.asarray(input_ids).size)
+        ids, tt, mask = self.pad(input_ids, token_type_ids)
+        hidden, bias = self.embed_step(self._embed_params, ids, tt, mask)
+        policy.reset()
+        layer_step, heads, lte = self.layer_step, self._heads, self._lte
+        c, reg, has_lte = self.num_outputs, self.is_regression, self.has_lte
+        last = self.num_layers
+        layer = 0
+        for layer, (lp, hp) in enumerate(zip(self._layers, heads), start=1):
+            hidden, packed = layer_step(lp, hp, lte, hidden, bias)
+            row = np.asarray(packed)[0]
+            out = LayerOutput(row[:c], None if reg else row[c:2 * c],
+                              float(row[-1]) if has_lte else None)
+            if policy.update(layer, out) or layer == last:
+                break
+        seconds = time.perf_counter() - start
+        flops = flops_lib.early_exit_flops(self.config, n, layer, c, has_lte)
+        return ExampleResult(np.array(out.outputs), layer, flops, seconds, n)
+
+    def run(self, inputs, policy: ExitPolicy) -> RunResults:
+        """`inputs`: a `Batch` (rows taken one at a time, padding removed) or an iterable of
+        (input_ids, token_type_ids) pairs of real tokens."""
+        examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
+        results = [self.run_one(ids, tt, policy) for ids, tt in examples]
+        return RunResults.collect(results, self.is_regression)
+
+    def run_static_one(self, input_ids, token_type_ids) -> ExampleResult:
+        """The static full model (all layers + last head) in one jitted call."""
+        start = time.perf_counter()
+        n = int(np.asarray(input_ids).size)
+        ids, tt, mask = self.pad(input_ids, token_type_ids)
+        out = np.asarray(self.full_step(self._embed_params, self._stacked_layers,
+                                        self._final_head, ids, tt, mask))[0]
+        seconds = time.perf_counter() - start
+        flops = flops_lib.full_model_flops(self.config, n, self.num_outputs)
+        return ExampleResult(out, self.num_layers, flops, seconds, n)
+
+    def run_static(self, inputs) -> RunResults:
+        examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
+        results = [self.run_static_one(ids, tt) for ids, tt in examples]
+        return RunResults.collect(results, self.is_regression)
+
+    def full_flops(self, num_tokens: Iterable[int]) -> np.ndarray:
+        """Static full-model FLOPs for each token count."""
+        return np.array([flops_lib.full_model_flops(self.config, int(n), self.num_outputs)
+                         for n in num_tokens], np.int64)

@@ -1,0 +1,255 @@
+"""Multi-exit models: an exit head on every layer's [CLS], optional learning-to-exit (LTE),
+and the training strategies of DeeBERT, PABEE, BERxiT and ELBERT as one `Method` builder.
+
+Param tree (L layers, D hidden, C outputs; C = 1 for regression)::
+
+    {"encoder": <encoder params>,
+     "heads": {"exits": <exit heads of layers 1..L-1, stacked on a leading [L-1] axis>,
+               "final": <exit head of layer L>,             # same layout as `finetune`
+               "lte": {"kernel": [D, 1], "bias": [1]},      # when lte=True
+               "loss_weights": [L-1]}}                      # ELBERT's t_i
+
+Every exit head is pooler (dense D->D, tanh) + dropout + linear D->C; every pooler starts
+from the checkpoint's pooler when it has one (DeeBERT's released code; BERxiT's does the
+same). The last layer's exit head *is* the model's classifier, so there is no separate,
+untrained last off-ramp to exit through.
+
+Learning-to-exit (BERxiT, seed 003 §4.2): one module shared by all layers,
+u_l = sigmoid(c . pooled_l + b) on the exit head's pooled [CLS] (after tanh, before dropout);
+target (stop-gradient) 1[argmax g_l = y] or, for regression, 1 - tanh|g_l - y|;
+J_l = (u_l - target_l)^2.
+
+Strategies (`method_cfg.strategy`); L_i is the mean task loss of exit i:
+
+- ``joint``: sum_i L_i, everything trained.
+- ``two_stage`` (DeeBERT): steps [0, s1) train backbone + last head on L_L; steps [s1, end)
+  train the other exits on sum_{i<L} L_i with backbone and last head frozen.
+  s1 = round(stage1_fraction * num_steps) (default 0.5: the same number of steps per stage).
+- ``alternating`` (BERxiT): step parity (0-based step, the paper's iterations are 1-based):
+  even steps (paper: odd iterations) L_L on backbone + last head; odd steps sum_i L_i on
+  everything. Matches the released code (`step_num % 2 == 0` -> last loss only).
+- ``pabee``: sum_i i*L_i / sum_i i.
+- ``elbert``: sum_i w_i L_i, w_i = sigmoid(t_i) (i < L, t_i init 4), w_L = L - sum_{i<L} w_i.
+  t has its own optimizer group "loss_weights" with lr_scale `weights_lr_scale`
+  (default 500 = the released code's 1e-2 over the HF default lr 2e-5).
+
+``lte=True`` adds the LTE loss sum_l mean_batch J_l to every step's loss, in every strategy.
+For Joint and Alternating's all-exit steps this is exactly the paper's substitution
+L_i -> L_i + J_i; on Alternating's last-layer steps it follows DESIGN ("one step trains the
+last loss + LTE, the next the other exits' losses + LTE"), and the LTE module is updated on
+every step. (Paper's literal substitution would give L_L + J_L there.)
+
+Optimizer groups (see `jaxit.methods.base`): "backbone" (encoder), "final" (last head),
+"exits" (other heads), "lte", "loss_weights". Freezing is done by gates only, never copies.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxit.batch import Batch
+from jaxit.encoders.transformer import Encoder, mask_bias_from
+from jaxit.heads import all_exit_heads, exit_head, init_exit_heads, task_loss
+from jaxit.methods.base import Method, label_by_top_key
+
+STRATEGIES = ("joint", "two_stage", "alternating", "pabee", "elbert")
+GROUPS = {"encoder": "backbone", "heads/exits": "exits", "heads/final": "final",
+          "heads/lte": "lte", "heads/loss_weights": "loss_weights"}
+
+
+class LayerOutputs(NamedTuple):
+    """Every layer's exit outputs for a batch.
+
+    outputs: [L, B, C] logits (classification) or values (regression, C = 1)
+    lte:     [L, B] LTE certainty u_l, or None when the model has no LTE module
+    pooled:  [L, B, D] the exit heads' pooled [CLS] states
+    """
+
+    outputs: jnp.ndarray
+    lte: jnp.ndarray | None
+    pooled: jnp.ndarray
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def stacked_heads(heads: dict) -> dict:
+    """All L exit heads stacked on a leading axis (exits 1..L-1, then the final head)."""
+    return jax.tree.map(lambda e, f: jnp.concatenate([e, f[None]], axis=0),
+                        heads["exits"], heads["final"])
+
+
+def init_lte(rng: jax.Array, hidden: int) -> dict:
+    return {"kernel": 0.02 * jax.random.normal(rng, (hidden, 1)), "bias": jnp.zeros((1,))}
+
+
+def lte_certainty(lte: dict, pooled: jnp.ndarray) -> jnp.ndarray:
+    """u = sigmoid(c . pooled + b): pooled [..., D] -> [...]."""
+    z = pooled @ lte["kernel"].astype(pooled.dtype) + lte["bias"].astype(pooled.dtype)
+    return jax.nn.sigmoid(z[..., 0])
+
+
+def init_multi_exit(rng, encoder: Encoder, encoder_params: dict, num_outputs: int,
+                    lte: bool = False, loss_weights: bool = False, t_init: float = 4.0):
+    """Params for a multi-exit model on top of `encoder_params`."""
+    cfg = encoder.config
+    k_heads, k_lte = jax.random.split(rng)
+    stacked = init_exit_heads(k_heads, cfg.num_layers, cfg.hidden_size, num_outputs,
+                              encoder_params.get("pooler"))
+    heads = {"exits": jax.tree.map(lambda x: x[:-1], stacked),
+             "final": jax.tree.map(lambda x: x[-1], stacked)}
+    if lte:
+        heads["lte"] = init_lte(k_lte, cfg.hidden_size)
+    if loss_weights:
+        heads["loss_weights"] = jnp.full((cfg.num_layers - 1,), t_init, jnp.float32)
+    return {"encoder": encoder_params, "heads": heads}
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def all_layer_outputs(encoder: Encoder, params: dict, batch: Batch,
+                      rng: jax.Array | None = None) -> LayerOutputs:
+    """Every layer's exit-head outputs (and LTE certainty) in one forward pass.
+
+    Dropout (encoder and heads) only when `rng` is given. jit-able; use it for layer-wise
+    scores, batched evaluation and to simulate exit policies exactly.
+    """
+    r_enc, r_head = (None, None) if rng is None else jax.random.split(rng)
+    mask = mask_bias_from(jnp.asarray(batch.attention_mask))
+    cls = encoder.forward_all(params["encoder"], batch, r_enc, mask)["cls"]  # [L, B, D]
+    heads = params["heads"]
+    outputs, pooled = all_exit_heads(stacked_heads(heads), cls, r_head,
+                                     encoder.config.hidden_dropout)
+    u = lte_certainty(heads["lte"], pooled) if "lte" in heads else None
+    return LayerOutputs(outputs, u, pooled)
+
+
+def lte_targets(outputs: jnp.ndarray, labels: jnp.ndarray, is_regression: bool):
+    """Stop-gradient LTE targets [L, B] from outputs [L, B, C]."""
+    outputs = jax.lax.stop_gradient(outputs)
+    if is_regression:
+        err = jnp.abs(outputs[..., 0] - labels.astype(outputs.dtype)[None])
+        return 1.0 - jnp.tanh(err)
+    correct = jnp.argmax(outputs, axis=-1) == labels.astype(jnp.int32)[None]
+    return correct.astype(outputs.dtype)
+
+
+def elbert_weights(t: jnp.ndarray, num_layers: int) -> jnp.ndarray:
+    """ELBERT's loss weights [L]: sigmoid(t_i) for i < L and L - sum for the last."""
+    w = jax.nn.sigmoid(t)
+    return jnp.concatenate([w, (num_layers - w.sum())[None]])
+
+
+# ----------------------------------------------------------------------------- method
+
+
+def _opt(mcfg, key, default):
+    if mcfg is None:
+        return default
+    try:
+        value = mcfg.get(key, default)
+    except AttributeError:
+        value = getattr(mcfg, key, default)
+    return default if value is None else value
+
+
+def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
+                    strategy: str = "joint", lte: bool = False, stage1_fraction: float = 0.5,
+                    t_init: float = 4.0, weights_lr_scale: float = 500.0,
+                    name: str | None = None) -> Method:
+    """A multi-exit `Method` trained with `strategy` (see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
+    cfg = encoder.config
+    n_layers = cfg.num_layers
+    if is_regression and num_outputs != 1:
+        raise ValueError(f"regression needs num_outputs == 1, got {num_outputs}")
+    stage1_steps = int(round(stage1_fraction * num_steps))
+    use_weights = strategy == "elbert"
+
+    def init(rng, encoder_params):
+        return init_multi_exit(rng, encoder, encoder_params, num_outputs, lte=lte,
+                               loss_weights=use_weights, t_init=t_init)
+
+    def loss(params, batch, rng, step):
+        step = jnp.asarray(step)
+        out = all_layer_outputs(encoder, params, batch, rng)
+        labels = jnp.asarray(batch.labels)
+        per_layer = task_loss(out.outputs, labels, is_regression).mean(axis=1)  # [L]
+        last, total = per_layer[-1], per_layer.sum()
+        if strategy == "joint":
+            main = total
+        elif strategy == "two_stage":
+            main = jnp.where(step < stage1_steps, last, total - last)
+        elif strategy == "alternating":
+            main = jnp.where(step % 2 == 0, last, total)
+        elif strategy == "pabee":
+            coef = jnp.arange(1, n_layers + 1, dtype=per_layer.dtype)
+            main = (coef * per_layer).sum() / coef.sum()
+        else:  # elbert
+            w = elbert_weights(params["heads"]["loss_weights"], n_layers)
+            main = (w.astype(per_layer.dtype) * per_layer).sum()
+        metrics = {"loss_last": last, "loss_exits_mean": per_layer.mean(), "loss_main": main}
+        value = main
+        if lte:
+            target = lte_targets(out.outputs, labels, is_regression)
+            j = jnp.square(out.lte - target).mean(axis=1).sum()
+            value = value + j
+            metrics["loss_lte"] = j
+        return value, metrics
+
+    def predict(params, batch):
+        # The static full model: the encoder and the last layer's head only.
+        mask = mask_bias_from(jnp.asarray(batch.attention_mask))
+        cls = encoder.forward_all(params["encoder"], batch, None, mask)["cls"][-1]
+        out, _ = exit_head(params["heads"]["final"], cls)
+        return out[:, 0] if is_regression else out
+
+    def param_labels(params):
+        return label_by_top_key(params, GROUPS, "backbone")
+
+    gates: dict = {"backbone": "train", "final": "train", "exits": "train"}
+    if strategy == "two_stage":
+        gates = {"backbone": lambda s: s < stage1_steps, "final": lambda s: s < stage1_steps,
+                 "exits": lambda s: s >= stage1_steps}
+    elif strategy == "alternating":
+        gates = {"backbone": "train", "final": "train", "exits": lambda s: s % 2 == 1}
+    if n_layers == 1:
+        gates.pop("exits")
+    if lte:
+        gates["lte"] = "train"
+    lr_scale = {}
+    if use_weights:
+        gates["loss_weights"] = "train"
+        lr_scale["loss_weights"] = float(weights_lr_scale)
+
+    return Method(
+        name=name or f"early_exit/{strategy}" + ("+lte" if lte else ""),
+        encoder=encoder, is_regression=is_regression, num_outputs=num_outputs,
+        init=init, loss=loss, predict=predict, param_labels=param_labels, gates=gates,
+        lr_scale=lr_scale,
+    )
+
+
+# Default strategy per registered name.
+ALIASES = {"early_exit": "joint", "deebert": "two_stage", "berxit": "alternating",
+           "pabee": "pabee", "elbert": "elbert"}
+
+
+def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
+                     num_steps: int) -> Method:
+    """Registry builder. Options of `mcfg`: strategy, lte, stage1_fraction, t_init,
+    weights_lr_scale (defaults in `make_early_exit`; strategy defaults by method name)."""
+    name = _opt(mcfg, "name", "early_exit")
+    strategy = _opt(mcfg, "strategy", ALIASES.get(name, "joint"))
+    return make_early_exit(
+        encoder, num_outputs, is_regression, num_steps, strategy=strategy,
+        lte=bool(_opt(mcfg, "lte", False)),
+        stage1_fraction=float(_opt(mcfg, "stage1_fraction", 0.5)),
+        t_init=float(_opt(mcfg, "t_init", 4.0)),
+        weights_lr_scale=float(_opt(mcfg, "weights_lr_scale", 500.0)),
+    )
