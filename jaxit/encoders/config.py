@@ -61,7 +61,23 @@ class EncoderConfig:
 
 
 def config_from_hf_dict(d: dict) -> EncoderConfig:
-    """Maps a Hugging Face config dict to an `EncoderConfig` (raises on unknown model types)."""
+    """Maps a Hugging Face config dict to an `EncoderConfig` (raises on unknown model types
+    and names any missing field)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"config.json must hold a JSON object, got {type(d).__name__}")
+    if "model_type" not in d:
+        raise ValueError(
+            f"config.json has no 'model_type'; jaxit supports {SUPPORTED_MODEL_TYPES}"
+        )
+    try:
+        return _config_from_hf_dict(d)
+    except KeyError as e:
+        raise ValueError(
+            f"config.json for model_type {d['model_type']!r} is missing the field {e.args[0]!r}"
+        ) from None
+
+
+def _config_from_hf_dict(d: dict) -> EncoderConfig:
     model_type = d.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
@@ -162,7 +178,7 @@ def load_config(path: str | Path) -> EncoderConfig:
     if not cfg_file.is_file():
         raise FileNotFoundError(f"no config.json in {path}")
     try:
-        d = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+        d = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_file} is not valid JSON: {e}") from e
     return config_from_hf_dict(d)

@@ -21,7 +21,8 @@ from jaxit.encoders.transformer import init_params
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "flax_model.msgpack")
 MODEL_PREFIXES = ("bert.", "roberta.", "albert.", "distilbert.", "model.", "")
 # Keys of task or pre-training heads that may sit beside the encoder; never loaded.
 HEAD_PREFIXES = ("cls.", "lm_head.", "predictions.", "sop_classifier.", "classifier.",
@@ -101,15 +102,22 @@ def _normalise_key(k: str) -> str:
     return k
 
 
-def _strip_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _strip_prefix(state: dict[str, np.ndarray], strict: bool = True) -> dict[str, np.ndarray]:
+    """Drops the model prefix (`bert.`, ...) found on the word-embedding key, and head keys."""
     for p in MODEL_PREFIXES:
         if f"{p}embeddings.word_embeddings.weight" in state:
             out = {}
+            outside = []
             for k, v in state.items():
                 if k.startswith(p):
                     out[k[len(p):]] = v
                 elif not k.startswith(HEAD_PREFIXES):
-                    raise CheckpointError(f"unexpected key {k!r} outside the model prefix {p!r}")
+                    outside.append(k)
+            if outside and strict:
+                raise CheckpointError(
+                    f"unexpected key(s) outside the model prefix {p!r}: "
+                    f"[{', '.join(_few(sorted(outside)))}]"
+                )
             return out
     raise CheckpointError(
         "missing key 'embeddings.word_embeddings.weight' (tried prefixes "
@@ -121,82 +129,93 @@ def _strip_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def params_from_state_dict(
     cfg: EncoderConfig, state: dict[str, np.ndarray], strict: bool = True
 ) -> dict:
-    """Torch-layout HF state dict -> jaxit params. Raises `CheckpointError` naming any
-    missing key, unexpected key or shape mismatch (with both shapes)."""
-    state = {_normalise_key(k): np.asarray(v) for k, v in state.items()}
-    state = _strip_prefix(state)
+    """Torch-layout HF state dict -> jaxit params. Raises one `CheckpointError` naming every
+    missing key, every shape mismatch (with both shapes) and, when `strict`, every
+    unexpected key."""
+    state = _strip_prefix({_normalise_key(k): v for k, v in state.items()}, strict)
     expected = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0), with_pooler=True))
+    pooler = _POOLER.get(cfg.model_type)
+    # a pooler is optional, but half a pooler is a broken checkpoint (reported as missing)
+    has_pooler = pooler is not None and any(k.startswith(pooler + ".") for k in state)
     used: set[str] = set()
+    missing: list[str] = []
+    mismatched: list[str] = []
     params: dict = {}
     layer_parts: dict = {}
-    has_pooler = all(f"{_POOLER.get(cfg.model_type, '-')}.{s}" in state for s in ("weight", "bias"))
     for path, idx, modules in _module_table(cfg):
         if path == ("pooler",) and not has_pooler:
             continue
         is_embedding = path[0] == "embeddings" and path[1] != "ln"
         is_ln = path[-1].endswith("ln")
-        leaves: dict[str, np.ndarray] = {}
-        suffixes = ("weight",) if is_embedding else ("weight", "bias")
-        for suffix in suffixes:
+        for suffix in ("weight",) if is_embedding else ("weight", "bias"):
+            if is_embedding:
+                name, leaf_path = None, path
+            elif is_ln:
+                name = "scale" if suffix == "weight" else "bias"
+                leaf_path = path + (name,)
+            else:
+                name = "kernel" if suffix == "weight" else "bias"
+                leaf_path = path + (name,)
+            exp = tuple(_get(expected, leaf_path).shape)
+            if idx is not None:
+                exp = exp[1:]
+            want = _hf_part_shape(exp, name, len(modules))
             parts = []
             for m in modules:
                 key = f"{m}.{suffix}"
                 if key not in state:
-                    raise CheckpointError(f"missing key {key!r} in checkpoint (for {'/'.join(path)})")
+                    missing.append(key)
+                    continue
                 used.add(key)
-                parts.append(state[key])
-            if suffix == "weight" and not (is_embedding or is_ln):
-                parts = [p.T for p in parts]  # torch Linear [out, in] -> kernel [in, out]
-            arr = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
-            name = ("scale" if suffix == "weight" else "bias") if is_ln else (
-                "kernel" if suffix == "weight" else "bias")
-            leaves[name] = arr.astype(np.float32)
-        if is_embedding:
-            leaf = leaves["kernel"] if "kernel" in leaves else leaves["scale"]
-            _check_shape(expected, path, leaf.shape, modules[0] + ".weight")
-            _set(params, path, leaf)
-            continue
-        for name, arr in leaves.items():
-            exp = _get(expected, path + (name,)).shape
-            exp_one = exp[1:] if idx is not None else exp
-            if tuple(arr.shape) != tuple(exp_one):
-                hf_key = f"{modules[0]}.{'bias' if name == 'bias' else 'weight'}"
-                raise CheckpointError(
-                    f"shape mismatch for {hf_key!r}: checkpoint has {_hf_shape(arr, name, len(modules))}, "
-                    f"the config expects {_hf_shape(np.empty(exp_one), name, len(modules))}"
-                )
+                arr = np.asarray(state[key])
+                if tuple(arr.shape) != want:
+                    mismatched.append(
+                        f"{key!r}: checkpoint has {tuple(arr.shape)}, the config expects {want}"
+                    )
+                    continue
+                parts.append(arr.T if name == "kernel" else arr)  # torch [out, in] -> [in, out]
+            if len(parts) != len(modules):
+                continue
+            arr = (np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0])
+            arr = arr.astype(np.float32)
             if idx is None:
-                _set(params, path + (name,), arr)
+                _set(params, leaf_path, arr)
             else:
-                layer_parts.setdefault(path + (name,), {})[idx] = arr
-    for path, by_layer in layer_parts.items():
-        _set(params, path, np.stack([by_layer[i] for i in range(cfg.num_layers)]))
+                layer_parts.setdefault(leaf_path, {})[idx] = arr
     leftover = sorted(k for k in state if k not in used and not k.endswith(BUFFER_SUFFIXES)
                       and not k.startswith(HEAD_PREFIXES))
+    problems = []
+    if missing:
+        problems.append(f"missing key(s) [{', '.join(_few(missing))}]")
+    if mismatched:
+        problems.append("shape mismatch for " + "; ".join(_few(mismatched, quote=False)))
     if leftover and strict:
+        problems.append(f"unexpected key(s) [{', '.join(_few(leftover))}]")
+    if problems:
         raise CheckpointError(
-            f"unexpected key(s) in checkpoint for a {cfg.model_type} with {cfg.num_layers} "
-            f"layers: {leftover[:10]}{' ...' if len(leftover) > 10 else ''}"
+            f"checkpoint does not fit a {cfg.model_type} with {cfg.num_layers} layers, hidden "
+            f"size {cfg.hidden_size} (from config.json): " + "; ".join(problems)
         )
-    return jax.tree.map(np.asarray, params)
+    for path, by_layer in layer_parts.items():
+        _set(params, path, np.stack([by_layer[i] for i in range(cfg.num_layers)]))
+    return params
 
 
-def _hf_shape(arr, name, n_fused):
-    """Shape as HF stores it (transposed, per fused part) for error messages."""
-    shape = tuple(arr.shape)
-    if name == "kernel":
-        shape = (shape[1] // n_fused, shape[0])
-    elif name == "bias" and n_fused > 1:
-        shape = (shape[0] // n_fused,)
-    return shape
+def _few(items: list[str], n: int = 10, quote: bool = True) -> list[str]:
+    """The first `n` items (repr'd when `quote`) and a count of the rest."""
+    shown = [repr(i) if quote else i for i in items[:n]]
+    if len(items) > n:
+        shown.append(f"... ({len(items) - n} more)")
+    return shown
 
 
-def _check_shape(expected, path, shape, key):
-    exp = tuple(_get(expected, path).shape)
-    if tuple(shape) != exp:
-        raise CheckpointError(
-            f"shape mismatch for {key!r}: checkpoint has {tuple(shape)}, the config expects {exp}"
-        )
+def _hf_part_shape(exp: tuple, name: str | None, n_fused: int) -> tuple:
+    """The HF (torch-layout) shape of one of the `n_fused` parts of our leaf of shape `exp`."""
+    if name == "kernel":  # ours [in, n * out] -> torch Linear [out, in]
+        return (exp[1] // n_fused, exp[0])
+    if name == "bias":
+        return (exp[0] // n_fused,)
+    return exp
 
 
 def _get(tree, path):
@@ -238,12 +257,19 @@ def _read_state(ckpt_dir: Path) -> dict[str, np.ndarray]:
     """Reads the first weight file found in `ckpt_dir` as a torch-layout flat dict."""
     st = ckpt_dir / "model.safetensors"
     if st.is_file():
-        from safetensors.numpy import load_file
-
+        return _read_safetensors(st)
+    index = ckpt_dir / "model.safetensors.index.json"
+    if index.is_file():  # sharded: read every shard named in the index's weight_map
         try:
-            return load_file(str(st))
-        except Exception as e:  # noqa: BLE001 - re-raised with the file named
-            raise CheckpointError(f"{st} is not a readable safetensors file: {e}") from e
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from e
+        state: dict[str, np.ndarray] = {}
+        for shard in shards:
+            if not (ckpt_dir / shard).is_file():
+                raise CheckpointError(f"{index} names shard {shard!r}, which is not in {ckpt_dir}")
+            state.update(_read_safetensors(ckpt_dir / shard))
+        return state
     pt = ckpt_dir / "pytorch_model.bin"
     if pt.is_file():
         try:
@@ -252,12 +278,33 @@ def _read_state(ckpt_dir: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(
                 f"{pt} needs torch to read; install jaxit[torch-ref] or convert to safetensors"
             ) from e
-        sd = torch.load(str(pt), map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(str(pt), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{pt} is not a readable torch checkpoint: {e}") from e
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
     fx = ckpt_dir / "flax_model.msgpack"
     if fx.is_file():
         return _flax_to_torch_layout(fx)
     raise FileNotFoundError(f"no weights in {ckpt_dir}: expected one of {WEIGHT_FILES}")
+
+
+def _read_safetensors(st: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(st))
+    except TypeError:  # numpy has no bfloat16: read through JAX, which has
+        from safetensors.flax import load_file as load_jax
+
+        try:
+            return {k: np.asarray(v.astype(jax.numpy.float32))
+                    if jax.numpy.issubdtype(v.dtype, jax.numpy.floating) else np.asarray(v)
+                    for k, v in load_jax(str(st)).items()}
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{st} is not a readable safetensors file: {e}") from e
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise CheckpointError(f"{st} is not a readable safetensors file: {e}") from e
 
 
 def _flax_to_torch_layout(path: Path) -> dict[str, np.ndarray]:
@@ -288,14 +335,16 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     if p.is_dir():
         return p
     s = str(name_or_path)
-    looks_local = p.exists() or s.startswith((".", "/", "~")) or s.count("/") > 1
+    if p.exists():
+        raise NotADirectoryError(f"checkpoint path {s!r} is a file; pass its directory")
+    looks_local = s.startswith((".", "/", "~")) or s.count("/") > 1
     if looks_local:
         raise FileNotFoundError(f"checkpoint directory {s!r} does not exist")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(
-            s, allow_patterns=["*.json", "*.txt", "*.model", "model.safetensors",
+            s, allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors",
                                "flax_model.msgpack"]))
     except Exception as e:  # noqa: BLE001 - any hub failure gets one clear message
         raise FileNotFoundError(
