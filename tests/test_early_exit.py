@@ -1,0 +1,266 @@
+"""Multi-exit methods: losses, optimizer groups and gates per training strategy, LTE."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxit.batch import batch_from_ids
+from jaxit.encoders import EncoderConfig, init_params, make_encoder
+from jaxit.heads import task_loss
+from jaxit.methods.early_exit import (
+    all_layer_outputs, elbert_weights, lte_targets, make_early_exit, stacked_heads,
+)
+from jaxit.methods.registry import make_method
+
+L = 4
+
+
+def tiny_encoder(dropout=0.0):
+    cfg = EncoderConfig("bert", 50, 16, L, 2, 32, max_position_embeddings=32,
+                        hidden_dropout=dropout, attention_dropout=dropout)
+    return make_encoder(cfg), init_params(cfg, jax.random.PRNGKey(0))
+
+
+def tiny_batch(regression=False, b=6, t=8, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 50, (b, t))
+    mask = (np.arange(t)[None] < rng.integers(3, t + 1, (b, 1))).astype(np.int32)
+    labels = (rng.uniform(0, 5, b).astype(np.float32) if regression
+              else rng.integers(0, 2, b).astype(np.int32))
+    return batch_from_ids(ids * mask, mask, labels=labels)
+
+
+def gate_on(gate, step):
+    if gate == "train":
+        return True
+    if gate == "frozen":
+        return False
+    return bool(gate(jnp.asarray(step)))
+
+
+_GRAD_FNS = {}
+
+
+def group_grads(method, params, batch, step):
+    """{group: does the loss have a non-zero gradient w.r.t. any of the group's params}."""
+    if id(method) not in _GRAD_FNS:
+        _GRAD_FNS[id(method)] = (method, jax.jit(jax.grad(
+            lambda p, b, s: method.loss(p, b, jax.random.PRNGKey(3), s)[0])))
+    grads = _GRAD_FNS[id(method)][1](params, batch, jnp.asarray(step, jnp.int32))
+    labels = method.param_labels(params)
+    out = {}
+    for g, lab in zip(jax.tree.leaves(grads), jax.tree.leaves(labels)):
+        out[lab] = out.get(lab, False) or bool(jnp.any(g != 0))
+    return out
+
+
+def layer_losses(enc, params, batch, regression=False):
+    out = jax.jit(lambda p, b: all_layer_outputs(enc, p, b).outputs)(params, batch)
+    return task_loss(out, jnp.asarray(batch.labels), regression).mean(axis=1)
+
+
+def test_params_layout_and_pooler_init():
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 3, False, 10, "joint", lte=True)
+    params = m.init(jax.random.PRNGKey(1), p)
+    heads = params["heads"]
+    assert heads["exits"]["out"]["kernel"].shape == (L - 1, 16, 3)
+    assert heads["final"]["out"]["kernel"].shape == (16, 3)
+    assert heads["lte"]["kernel"].shape == (16, 1)
+    # every pooler (DeeBERT) starts from the checkpoint's pooler
+    for i in range(L):
+        pooler = jax.tree.map(lambda x, i=i: x[i], stacked_heads(heads))["pooler"]
+        np.testing.assert_array_equal(pooler["kernel"], p["pooler"]["kernel"])
+    labels = m.param_labels(params)
+    assert set(jax.tree.leaves(labels)) == {"backbone", "exits", "final", "lte"}
+    assert set(jax.tree.leaves(labels["encoder"])) == {"backbone"}
+    out = jax.jit(lambda p, b: all_layer_outputs(enc, p, b))(params, tiny_batch())
+    assert out.outputs.shape == (L, 6, 3) and out.lte.shape == (L, 6)
+    assert bool(jnp.all((out.lte > 0) & (out.lte < 1)))
+    # predict = the last layer's head
+    np.testing.assert_allclose(jax.jit(m.predict)(params, tiny_batch()), out.outputs[-1],
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_strategy_losses(regression):
+    enc, p = tiny_encoder()
+    c = 1 if regression else 2
+    batch = tiny_batch(regression)
+    key = jax.random.PRNGKey(1)
+    methods = {s: make_early_exit(enc, c, regression, 10, s, stage1_fraction=0.3)
+               for s in ("joint", "two_stage", "alternating", "pabee", "elbert")}
+    params = methods["elbert"].init(key, p)  # a superset of the others' params
+    li = np.asarray(layer_losses(enc, params, batch, regression), np.float64)
+
+    losses = {s: jax.jit(lambda p, b, k, t, m=m: m.loss(p, b, k, t)[0])
+              for s, m in methods.items()}
+
+    def loss(s, step):
+        return float(losses[s](params, batch, key, jnp.asarray(step, jnp.int32)))
+
+    assert loss("joint", 0) == pytest.approx(float(li.sum()), rel=1e-5)
+    assert loss("alternating", 0) == pytest.approx(float(li[-1]), rel=1e-5)
+    assert loss("alternating", 1) == pytest.approx(float(li.sum()), rel=1e-5)
+    assert loss("alternating", 6) == pytest.approx(float(li[-1]), rel=1e-5)
+    assert loss("two_stage", 2) == pytest.approx(float(li[-1]), rel=1e-5)  # stage 1: 3 steps
+    assert loss("two_stage", 3) == pytest.approx(float(li[:-1].sum()), rel=1e-5)
+    w = np.arange(1, L + 1)
+    assert loss("pabee", 0) == pytest.approx(float((w * li).sum() / w.sum()), rel=1e-5)
+    sig4 = 1 / (1 + np.exp(-4.0))
+    ew = np.array([sig4] * (L - 1) + [L - (L - 1) * sig4])
+    assert loss("elbert", 0) == pytest.approx(float((ew * li).sum()), rel=1e-5)
+
+
+def test_elbert_weights_sum_to_L_and_own_lr():
+    t = jnp.array([4.0, -1.0, 0.3, 2.0, 7.0])
+    w = elbert_weights(t, 6)
+    assert float(w.sum()) == pytest.approx(6.0, abs=1e-5)
+    np.testing.assert_allclose(w[:-1], jax.nn.sigmoid(t), rtol=1e-6)
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 2, False, 10, "elbert", weights_lr_scale=123.0)
+    params = m.init(jax.random.PRNGKey(0), p)
+    np.testing.assert_allclose(params["heads"]["loss_weights"], 4.0)
+    assert float(elbert_weights(params["heads"]["loss_weights"], L).sum()) == pytest.approx(L)
+    assert m.lr_scale == {"loss_weights": 123.0}
+    assert m.gates["loss_weights"] == "train"
+    assert group_grads(m, params, tiny_batch(), 0)["loss_weights"]
+
+
+def test_alternating_selects_groups_by_step_parity():
+    enc, p = tiny_encoder(dropout=0.1)
+    batch = tiny_batch()
+    m = make_early_exit(enc, 2, False, 10, "alternating")
+    params = m.init(jax.random.PRNGKey(0), p)
+    for step in (0, 2, 4):  # the paper's odd iterations: L_L on backbone + last head
+        g = group_grads(m, params, batch, step)
+        assert g == {"backbone": True, "final": True, "exits": False}
+        assert {k: gate_on(v, step) for k, v in m.gates.items()} == {
+            "backbone": True, "final": True, "exits": False}
+    for step in (1, 3, 5):  # the paper's even iterations: sum_i L_i on everything
+        g = group_grads(m, params, batch, step)
+        assert g == {"backbone": True, "final": True, "exits": True}
+        assert all(gate_on(v, step) for v in m.gates.values())
+
+
+def test_alternating_with_lte_trains_lte_on_every_step():
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 2, False, 10, "alternating", lte=True)
+    params = m.init(jax.random.PRNGKey(0), p)
+    loss_fn = jax.jit(m.loss)
+    for step in (0, 1):
+        loss, metrics = loss_fn(params, tiny_batch(), jax.random.PRNGKey(0),
+                                jnp.asarray(step, jnp.int32))
+        assert "loss_lte" in metrics
+        assert float(loss) == pytest.approx(float(metrics["loss_main"] + metrics["loss_lte"]))
+        assert gate_on(m.gates["lte"], step)
+        assert group_grads(m, params, tiny_batch(), step)["lte"]
+    # J reaches the other exits' poolers on last-loss steps too; the gate keeps them frozen
+    assert group_grads(m, params, tiny_batch(), 0)["exits"]
+    assert not gate_on(m.gates["exits"], 0)
+
+
+def test_two_stage_gates():
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 2, False, 10, "two_stage", stage1_fraction=0.4)
+    params = m.init(jax.random.PRNGKey(0), p)
+    for step in range(10):
+        on = {k: gate_on(v, step) for k, v in m.gates.items()}
+        if step < 4:
+            assert on == {"backbone": True, "final": True, "exits": False}
+            assert group_grads(m, params, tiny_batch(), step) == {
+                "backbone": True, "final": True, "exits": False}
+        else:
+            assert on == {"backbone": False, "final": False, "exits": True}
+            g = group_grads(m, params, tiny_batch(), step)
+            assert g["exits"] and not g["final"]  # L_L is not in stage 2's loss
+
+
+def test_lte_targets_classification_regression_and_stop_gradient():
+    out = jnp.array([[[2.0, 1.0], [0.0, 3.0]], [[0.0, 1.0], [5.0, 1.0]]])  # [L=2, B=2, C=2]
+    y = jnp.array([0, 1])
+    np.testing.assert_array_equal(lte_targets(out, y, False), [[1.0, 1.0], [0.0, 0.0]])
+    vals = jnp.array([[[1.0], [4.0]], [[2.5], [2.0]]])
+    yr = jnp.array([1.5, 2.0])
+    np.testing.assert_allclose(lte_targets(vals, yr, True),
+                               1 - np.tanh(np.abs(np.array([[-0.5, 2.0], [1.0, 0.0]]))),
+                               rtol=1e-6)
+    g = jax.grad(lambda v: lte_targets(v, yr, True).sum())(vals)
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_registry_builds_every_strategy():
+    enc, p = tiny_encoder()
+    for name, strategy in [("early_exit", "joint"), ("deebert", "two_stage"),
+                           ("berxit", "alternating"), ("pabee", "pabee"), ("elbert", "elbert")]:
+        m = make_method(ml_collections.ConfigDict({"name": name}), enc, 2, False, 10)
+        assert m.name == f"early_exit/{strategy}"
+    mcfg = ml_collections.ConfigDict({"name": "early_exit", "strategy": "alternating",
+                                      "lte": True})
+    m = make_method(mcfg, enc, 1, True, 10)
+    assert m.name == "early_exit/alternating+lte" and m.is_regression and "lte" in m.gates
+    with pytest.raises(ValueError, match="strategy"):
+        make_method(ml_collections.ConfigDict({"name": "early_exit", "strategy": "x"}),
+                    enc, 2, False, 10)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def train_steps(method, params, batch, num_steps):
+    """Params after each update of the real trainer's step (jaxit.train)."""
+    from jaxit.configs import base_config
+    from jaxit.train.optim import make_optimizer
+    from jaxit.train.state import init_state
+    from jaxit.train.step import make_update_fn
+
+    tcfg = base_config().train
+    tcfg.learning_rate, tcfg.warmup_fraction = 1e-2, 0.0
+    # optax's Adam bias correction (float ** int32 step) needs standard promotion
+    with jax.numpy_dtype_promotion("standard"):
+        tx, labels = make_optimizer(tcfg, method, params, num_steps)
+        state = init_state(params, tx, 0)
+        update = jax.jit(make_update_fn(method, tx, labels))
+        history = [state.params]
+        for _ in range(num_steps):
+            state, _ = update(state, batch)
+            history.append(state.params)
+    return history, labels
+
+
+def changed_groups(before, after, labels):
+    out = {}
+    for a, b, lab in zip(jax.tree.leaves(before), jax.tree.leaves(after), jax.tree.leaves(labels)):
+        out[lab] = out.get(lab, False) or bool(jnp.any(a != b))
+    return out
+
+
+def test_trainer_alternating_and_two_stage_change_the_right_params():
+    enc, p = tiny_encoder(dropout=0.1)
+    batch = tiny_batch()
+    m = make_early_exit(enc, 2, False, 4, "alternating", lte=True)
+    hist, labels = train_steps(m, m.init(jax.random.PRNGKey(0), p), batch, 4)
+    for step in range(4):
+        ch = changed_groups(hist[step], hist[step + 1], labels)
+        assert ch == {"backbone": True, "final": True, "lte": True, "exits": step % 2 == 1}, step
+
+    m = make_early_exit(enc, 2, False, 4, "two_stage", stage1_fraction=0.5)
+    hist, labels = train_steps(m, m.init(jax.random.PRNGKey(0), p), batch, 4)
+    for step in range(4):
+        ch = changed_groups(hist[step], hist[step + 1], labels)
+        first = step < 2
+        assert ch == {"backbone": first, "final": first, "exits": not first}, step
+    # stage 2 leaves the backbone bit-for-bit untouched
+    for a, b in zip(jax.tree.leaves(hist[2]["encoder"]), jax.tree.leaves(hist[4]["encoder"])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trainer_elbert_moves_loss_weights():
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 2, False, 2, "elbert")
+    hist, labels = train_steps(m, m.init(jax.random.PRNGKey(0), p), tiny_batch(), 2)
+    assert changed_groups(hist[0], hist[2], labels) == {
+        "backbone": True, "final": True, "exits": True, "loss_weights": True}
