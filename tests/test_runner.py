@@ -1,0 +1,138 @@
+"""The batch-1 adaptive runner: exits, outputs, FLOPs and no recompilation."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxit import flops
+from jaxit.batch import batch_from_ids
+from jaxit.encoders import EncoderConfig, init_params, make_encoder
+from jaxit.inference import (
+    ConfidencePolicy, EarlyExitRunner, FixedLayerPolicy, LTEPolicy, NeverExit, PatiencePolicy,
+)
+from jaxit.inference.evaluate_exits import collect_layer_outputs, simulate_exits
+from jaxit.methods.early_exit import make_early_exit
+
+L = 4
+BUCKETS = (8, 16, 32)
+
+
+def make_model(regression=False, lte=False, seed=0):
+    cfg = EncoderConfig("bert", 100, 32, L, 2, 64, max_position_embeddings=64)
+    enc = make_encoder(cfg)
+    c = 1 if regression else 3
+    m = make_early_exit(enc, c, regression, 10, "joint", lte=lte)
+    params = m.init(jax.random.PRNGKey(seed), init_params(cfg, jax.random.PRNGKey(seed)))
+    # spread the untrained heads' outputs so that exits happen at different layers
+    scale = lambda t: jax.tree.map(lambda x: 30.0 * x, t)  # noqa: E731
+    params["heads"]["exits"]["out"] = scale(params["heads"]["exits"]["out"])
+    params["heads"]["final"]["out"] = scale(params["heads"]["final"]["out"])
+    if lte:
+        params["heads"]["lte"] = scale(params["heads"]["lte"])
+    return enc, m, params
+
+
+def make_data(n, pairs=False, regression=False, seed=0, max_len=32):
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(3, max_len + 1, n)
+    ids = np.zeros((n, max_len), np.int32)
+    tt = np.zeros((n, max_len), np.int32)
+    mask = np.zeros((n, max_len), np.int32)
+    for i, k in enumerate(lens):
+        ids[i, :k] = rng.integers(5, 100, k)
+        ids[i, 0] = 1
+        mask[i, :k] = 1
+        if pairs:
+            tt[i, k // 2:k] = 1
+    labels = rng.uniform(0, 5, n).astype(np.float32) if regression else rng.integers(0, 3, n)
+    return batch_from_ids(ids, mask, tt, labels)
+
+
+@pytest.fixture(scope="module")
+def cls_setup():
+    enc, m, params = make_model()
+    runner = EarlyExitRunner(enc, params, 3, False, buckets=BUCKETS)
+    runner.warmup()
+    data = make_data(24)
+    trace = collect_layer_outputs(enc, params, [data], False)
+    return enc, m, params, runner, data, trace
+
+
+def midpoint_threshold(values, q=0.5):
+    """A threshold between two distinct observed values (no example sits on it)."""
+    v = np.unique(np.asarray(values).ravel())
+    i = int(q * (len(v) - 1))
+    return float((v[i] + v[i + 1]) / 2)
+
+
+def test_runner_output_equals_forward_at_exit_layer(cls_setup):
+    enc, m, params, runner, data, trace = cls_setup
+    for layer in range(1, L + 1):
+        res = runner.run(data, FixedLayerPolicy(layer))
+        assert (res.exit_layers == layer).all()
+        np.testing.assert_allclose(res.outputs, trace.outputs[layer - 1], atol=1e-4, rtol=1e-4)
+    # a policy whose exits vary: runner decisions == decisions simulated from the forward
+    th = midpoint_threshold(trace.probs[0].max(-1), 0.5)
+    res = runner.run(data, ConfidencePolicy(th))
+    exits, outs = simulate_exits(trace, ConfidencePolicy(th))
+    assert len(set(exits.tolist())) > 1, "the test needs exits at several layers"
+    np.testing.assert_array_equal(res.exit_layers, exits)
+    np.testing.assert_allclose(res.outputs, outs, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(res.predictions, outs.argmax(-1))
+    # FLOPs: real tokens only, heads at every layer run
+    for k, e, f in zip(res.num_tokens, res.exit_layers, res.flops):
+        assert f == flops.early_exit_flops(enc.config, int(k), int(e), 3)
+    np.testing.assert_array_equal(res.num_tokens, np.asarray(data.attention_mask).sum(1))
+
+
+def test_threshold_that_never_fires_reproduces_full_model(cls_setup):
+    enc, m, params, runner, data, trace = cls_setup
+    full = np.asarray(jax.jit(m.predict)(params, data))
+    for policy in (ConfidencePolicy(1.01), NeverExit(), PatiencePolicy(0)):
+        res = runner.run(data, policy)
+        assert (res.exit_layers == L).all()
+        np.testing.assert_allclose(res.outputs, full, atol=1e-4, rtol=1e-4)
+        np.testing.assert_array_equal(res.predictions, full.argmax(-1))
+    static = runner.run_static(data)
+    np.testing.assert_allclose(static.outputs, full, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(static.flops, runner.full_flops(static.num_tokens))
+
+
+def test_no_recompilation_after_warmup(cls_setup):
+    enc, m, params, runner, data, trace = cls_setup
+    assert runner.trace_counts == {"embed": 3, "layer": 3, "full": 3}  # one per bucket
+    before = dict(runner.trace_counts)
+    many = make_data(40, pairs=True, seed=1)  # lengths 3..32: every bucket, many shapes
+    runner.run(many, ConfidencePolicy(0.6))
+    runner.run(many, PatiencePolicy(1))
+    runner.run_static(many)
+    assert runner.trace_counts == before
+    assert runner.bucket(9) == 16 and runner.bucket(8) == 8
+    with pytest.raises(ValueError, match="largest length bucket"):
+        runner.run_one(np.ones(33, np.int32), None, NeverExit())
+
+
+def test_regression_exits_with_lte_and_patience():
+    """STS-B-shaped data: sentence pairs (token types), float labels in [0, 5]."""
+    enc, m, params = make_model(regression=True, lte=True, seed=1)
+    data = make_data(20, pairs=True, regression=True, seed=2)
+    runner = EarlyExitRunner(enc, params, 1, True, buckets=BUCKETS)
+    trace = collect_layer_outputs(enc, params, [data], True)
+    assert trace.probs is None and trace.lte.shape == (L, 20)
+    th = midpoint_threshold(trace.lte[0], 0.5)
+    res = runner.run(data, LTEPolicy(th))
+    exits, outs = simulate_exits(trace, LTEPolicy(th))
+    assert len(set(exits.tolist())) > 1
+    np.testing.assert_array_equal(res.exit_layers, exits)
+    np.testing.assert_allclose(res.outputs, outs, atol=1e-4, rtol=1e-4)
+    assert res.predictions.dtype.kind == "f" and res.outputs.shape == (20, 1)
+    # the LTE unit's FLOPs are counted
+    assert res.flops[0] == flops.early_exit_flops(enc.config, int(res.num_tokens[0]),
+                                                  int(res.exit_layers[0]), 1, lte=True)
+    deltas = np.abs(np.diff(trace.outputs[..., 0], axis=0))
+    th = midpoint_threshold(deltas[0], 0.5)
+    res = runner.run(data, PatiencePolicy(1, regression_threshold=th))
+    exits, outs = simulate_exits(trace, PatiencePolicy(1, regression_threshold=th))
+    assert len(set(exits.tolist())) > 1 and exits.min() >= 2
+    np.testing.assert_array_equal(res.exit_layers, exits)
+    np.testing.assert_allclose(res.outputs, outs, atol=1e-4, rtol=1e-4)
