@@ -24,7 +24,7 @@ def xla_flops(fn, *args) -> float:
     return float(cost["flops"])
 
 
-@pytest.mark.parametrize("n", [8, 32, 128])
+@pytest.mark.parametrize("n", [16, 128])
 def test_layer_flops_match_xla(n):
     cfg = MINILM
     enc = make_encoder(cfg)
