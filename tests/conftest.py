@@ -13,8 +13,21 @@ import pytest  # noqa: E402
 
 from jaxit import resources  # noqa: E402
 
-jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "standard_promotion: run with standard dtype promotion (optax's Adam bias "
+        "correction mixes Python floats with int32 counts, which strict promotion rejects)")
+
+
+@pytest.fixture(autouse=True)
+def _dtype_promotion(request):
+    """Strict dtype promotion for every test except those marked `standard_promotion`."""
+    mode = "standard" if request.node.get_closest_marker("standard_promotion") else "strict"
+    with jax.numpy_dtype_promotion(mode):
+        yield
 
 
 @pytest.fixture(scope="session")

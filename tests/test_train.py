@@ -10,6 +10,8 @@ from jaxit.train.checkpoint import IncompatibleCheckpointError
 from jaxit.train.loop import train
 from jaxit.train.writer import read_metrics
 
+pytestmark = pytest.mark.standard_promotion
+
 
 def _leaves_close(a, b, atol=0.0):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

@@ -26,7 +26,7 @@ def make_update_fn(method: Method, tx: optax.GradientTransformation, labels):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         chex.assert_trees_all_equal_shapes_and_dtypes(params, state.params)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return TrainState(state.step + 1, params, opt_state, state.rng), metrics
 
     return update
