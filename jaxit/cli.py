@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage(), file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     fn = {"train": _train, "eval": _eval, "demo": _demo}[cmd]
     app.run(fn, argv=[f"jaxit {cmd}"] + argv[2:])
 

@@ -1,0 +1,122 @@
+"""Exit analysis of a trained multi-exit run: layer-wise scores, threshold sweeps (quality
+vs FLOPs), and batch-1 wall-clock speed-ups from the adaptive runner, all on the dev split.
+This is what `jaxit sweep` and the demo run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxit.inference.evaluate_exits import (
+    ExitTrace, collect_layer_outputs, default_thresholds, exit_report, measure_wallclock,
+    simulate_exits,
+)
+from jaxit.inference.policies import make_policy
+from jaxit.inference.runner import EarlyExitRunner
+
+DEFAULT_POLICIES = ("confidence", "entropy", "patience")
+
+
+def dev_trace(setup, params) -> ExitTrace:
+    """Every layer's outputs on the dev split, each example once (filler rows dropped)."""
+
+    def batches():
+        for batch, valid in setup.eval_batches():
+            mask = np.asarray(batch.attention_mask) * np.asarray(valid, np.int32)[:, None]
+            yield batch._replace(attention_mask=mask)
+
+    return collect_layer_outputs(setup.method.encoder, params, batches(),
+                                 setup.method.is_regression)
+
+
+def dev_examples(setup, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input_ids, token_type_ids) of the first `limit` dev examples (real tokens only)."""
+    ds = setup.eval_data
+    n = min(limit, len(ds))
+    return [(np.asarray(ds.input_ids[i]), np.asarray(ds.token_type_ids[i])) for i in range(n)]
+
+
+def pick_operating_point(points: Sequence[dict], full_score: float, tolerance: float) -> dict:
+    """The sweep point with the largest FLOPs speed-up whose score is within `tolerance`
+    of the full model's (the full-depth point always qualifies)."""
+    ok = [p for p in points if p["score"] >= full_score - tolerance]
+    return max(ok, key=lambda p: p["flops_speedup"]) if ok else max(points,
+                                                                     key=lambda p: p["score"])
+
+
+def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES,
+              tolerance: float = 0.01, wallclock_examples: int = 200, title: str = "") -> dict:
+    """Writes exits.json + tradeoff.png under out_dir and returns the report, with an
+    "operating_points" entry per policy (best speed-up within `tolerance` of the full
+    model) timed on `wallclock_examples` dev examples by the batch-1 runner."""
+    cfg = setup.method.encoder.config
+    trace = dev_trace(setup, params)
+    metric = setup.task.primary_metric
+    sweeps = {}
+    for name in policies:
+        if name == "lte" and trace.lte is None:
+            continue
+        sweeps[name] = (lambda t, name=name: make_policy(name, t), default_thresholds(name))
+    report = exit_report(cfg, trace, sweeps, out_dir, metric=metric, title=title)
+    full = report["full_model_score"]
+    chosen = {name: pick_operating_point(report["sweeps"][name], full, tolerance)
+              for name in sweeps}
+    wall = None
+    if wallclock_examples:
+        runner = EarlyExitRunner(setup.method.encoder, params, setup.method.num_outputs,
+                                 setup.method.is_regression, buckets=setup_buckets(setup))
+        runner.warmup()
+        examples = dev_examples(setup, wallclock_examples)
+        labels = trace.labels[:len(examples)] if trace.labels is not None else None
+        wall = measure_wallclock(
+            runner, examples, {n: make_policy(n, p["threshold"]) for n, p in chosen.items()},
+            labels=labels, metric=metric)
+    report["operating_points"] = {
+        n: {**p, **({"wallclock": wall[n]} if wall else {})} for n, p in chosen.items()}
+    if wall:
+        report["wallclock_static"] = wall["static"]
+    difficulty = getattr(setup.eval_data, "difficulty", None)
+    if difficulty is not None and len(difficulty) == trace.outputs.shape[1]:
+        report["by_difficulty"] = exits_by_difficulty(trace, np.asarray(difficulty), chosen)
+    Path(out_dir, "exits.json").write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def exits_by_difficulty(trace: ExitTrace, difficulty: np.ndarray, chosen: dict) -> dict:
+    """Per policy and difficulty level: average exit layer and accuracy at the chosen point."""
+    out = {}
+    for name, point in chosen.items():
+        exits, outs = simulate_exits(trace, make_policy(name, point["threshold"]))
+        preds = outs.argmax(-1) if not trace.is_regression else outs[:, 0]
+        rows = {}
+        for d in sorted(set(difficulty.tolist())):
+            sel = difficulty == d
+            row = {"n": int(sel.sum()), "avg_exit_layer": float(exits[sel].mean())}
+            if trace.labels is not None and not trace.is_regression:
+                row["accuracy"] = float((preds[sel] == trace.labels[sel]).mean())
+            rows[int(d)] = row
+        out[name] = rows
+    return out
+
+
+def setup_buckets(setup) -> tuple[int, ...]:
+    from jaxit.train.pipeline import _buckets
+
+    return _buckets(setup.config)
+
+
+def sweep_checkpoint(config, workdir, which: str = "best", policies=DEFAULT_POLICIES,
+                     tolerance: float = 0.01, wallclock_examples: int = 200) -> dict:
+    """`jaxit sweep`: restore a trained multi-exit run and analyse its exits."""
+    from jaxit.train.evaluate import restore_params
+
+    setup, params = restore_params(config, workdir, which)
+    if "exits" not in params["heads"]:
+        raise ValueError(f"the run in {workdir} ({config.method.name}) has no intermediate exit "
+                         "heads; train an early-exit method (e.g. --config.method.name=berxit)")
+    return run_sweep(setup, params, Path(workdir) / "sweep", policies, tolerance,
+                     wallclock_examples, title=f"{setup.task.name} / {setup.method.name}")
+
