@@ -10,6 +10,13 @@ with its settings and the history, with the interface every runner uses::
 Runners always stop after the last layer, whatever the policy says; so a policy never
 needs to know the depth, and "never exit early" is a threshold that never fires.
 
+Stateless threshold rules also offer `device_gate()`: the same test as (kind, threshold,
+direction) numbers that the runner's compiled layer step evaluates on the device, so that
+the next layer can be dispatched before the host has read this one's outputs (and is
+skipped on the device when the gate says stop). The host policy stays authoritative: where
+float32 on the device and float64 on the host disagree at the boundary, the runner re-runs
+or discards the speculative layer, so results never depend on the gate.
+
 Rules (thresholds are compared as the papers state them):
 
 - `entropy_exit` (DeeBERT): entropy (nats) of the softmax over classes < S.
@@ -168,12 +175,27 @@ def elbert_exit(history: Sequence[LayerOutput], delta: float, window: int = 8,
 # ----------------------------------------------------------------------------- policies
 
 
+# Device gate kinds: which per-layer score the compiled step compares with the threshold.
+GATE_MAX_PROB, GATE_ENTROPY, GATE_NORM_ENTROPY, GATE_LTE, GATE_LAYER = range(5)
+GATE_GE, GATE_LT = 1.0, -1.0  # stop when score >= threshold / score < threshold
+
+
 class ExitPolicy(Protocol):
     name: str
 
     def reset(self) -> None: ...
 
     def update(self, layer: int, output: LayerOutput) -> bool: ...
+
+    # optional: def device_gate(self) -> tuple[int, float, float] | None
+
+
+def device_gate(policy) -> np.ndarray | None:
+    """The policy's device gate as a float32 [3] array (kind, threshold, direction), or None
+    when the rule needs state across layers (patience, ELBERT's window)."""
+    fn = getattr(policy, "device_gate", None)
+    gate = fn() if fn is not None else None
+    return None if gate is None else np.asarray(gate, np.float32)
 
 
 class HistoryPolicy:
@@ -199,32 +221,48 @@ class HistoryPolicy:
         return f"{type(self).__name__}({args})"
 
 
-class EntropyPolicy(HistoryPolicy):
-    name = "entropy"
+class _LastLayerPolicy(HistoryPolicy):
+    """A rule on the last layer's outputs only: no history kept, and a device gate."""
+
+    gate_kind: int = -1
+    gate_direction: float = GATE_GE
+
+    def __init__(self, rule, threshold: float):
+        super().__init__(rule, threshold=float(threshold))
+
+    def update(self, layer: int, output: LayerOutput) -> bool:
+        return bool(self.rule((output,), **self.settings))
+
+    def device_gate(self):
+        return (self.gate_kind, self.settings["threshold"], self.gate_direction)
+
+
+class EntropyPolicy(_LastLayerPolicy):
+    name, gate_kind, gate_direction = "entropy", GATE_ENTROPY, GATE_LT
 
     def __init__(self, threshold: float):
-        super().__init__(entropy_exit, threshold=threshold)
+        super().__init__(entropy_exit, threshold)
 
 
-class NormalizedEntropyPolicy(HistoryPolicy):
-    name = "normalized_entropy"
-
-    def __init__(self, threshold: float):
-        super().__init__(normalized_entropy_exit, threshold=threshold)
-
-
-class ConfidencePolicy(HistoryPolicy):
-    name = "confidence"
+class NormalizedEntropyPolicy(_LastLayerPolicy):
+    name, gate_kind, gate_direction = "normalized_entropy", GATE_NORM_ENTROPY, GATE_LT
 
     def __init__(self, threshold: float):
-        super().__init__(confidence_exit, threshold=threshold)
+        super().__init__(normalized_entropy_exit, threshold)
 
 
-class LTEPolicy(HistoryPolicy):
-    name = "lte"
+class ConfidencePolicy(_LastLayerPolicy):
+    name, gate_kind, gate_direction = "confidence", GATE_MAX_PROB, GATE_GE
 
     def __init__(self, threshold: float):
-        super().__init__(lte_exit, threshold=threshold)
+        super().__init__(confidence_exit, threshold)
+
+
+class LTEPolicy(_LastLayerPolicy):
+    name, gate_kind, gate_direction = "lte", GATE_LTE, GATE_GE
+
+    def __init__(self, threshold: float):
+        super().__init__(lte_exit, threshold)
 
 
 class PatiencePolicy(HistoryPolicy):
@@ -257,6 +295,9 @@ class FixedLayerPolicy:
 
     def update(self, layer: int, output: LayerOutput) -> bool:
         return layer >= self.layer
+
+    def device_gate(self):
+        return (GATE_LAYER, float(min(self.layer, 2**24)), GATE_GE)
 
 
 class NeverExit(FixedLayerPolicy):

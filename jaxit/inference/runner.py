@@ -1,14 +1,21 @@
 """Host-side adaptive runner for multi-exit models at batch 1 (the papers' setting).
 
-A Python loop over layers calls ONE jit-compiled per-layer function
+A Python loop over layers calls ONE jit-compiled per-layer function (`make_layer_step`)
 
-    layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T])
-        -> (hidden [B, T, D], packed [B, K])
+    layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
+               active, layer, gate) -> (hidden [B, T, D], packed [B, K], next_active)
 
 where `packed` holds the layer's exit outputs (logits or value, softmax probabilities, LTE u)
 so that one small device->host transfer per layer brings the exit decision's inputs to the
 host. The same compiled function serves every layer (layer params are arguments, sliced
-once when the runner is built). Token counts are padded up to a fixed set of length
+once when the runner is built).
+
+Pipelining: for policies with a device gate (threshold rules on the current layer), layer
+l+1 is dispatched before the host reads layer l, and the device skips it when its copy of
+the rule says stop; the host's policy still decides (see `policies.device_gate`). This hides
+the per-layer host round trip (dispatch, transfer, thread wake-ups) behind the device's work,
+which matters most on a busy host or a fast accelerator. Stateful rules (patience, ELBERT's
+window) use one round trip per layer. Token counts are padded up to a fixed set of length
 buckets, so after `warmup()` nothing is ever compiled again: at most one executable per
 bucket for the embedding, the layer step and the static full model.
 
@@ -35,27 +42,67 @@ from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
 from jaxit.heads import exit_head
-from jaxit.inference.policies import ExitPolicy, LayerOutput, NeverExit
+from jaxit.inference.policies import (
+    GATE_GE, GATE_LAYER, ExitPolicy, FixedLayerPolicy, LayerOutput, NeverExit, device_gate,
+)
 from jaxit.methods.early_exit import lte_certainty, stacked_heads
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
 def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None):
-    """The per-layer function (pure; jit it): block + exit head (+ LTE), outputs packed as
-    [B, C (+C probs) (+1 LTE)]. `counter["layer"]` counts traces when given."""
+    """The per-layer function (pure; jit it once, it serves every layer):
 
-    def layer_step(lp, head, lte, hidden, mask_bias):
-        if counter is not None:
-            counter["layer"] = counter.get("layer", 0) + 1
+        layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
+                   active [] bool, layer [] int32, gate [3] float32)
+            -> (hidden [B, T, D], packed [B, K], next_active [] bool)
+
+    When `active`, runs block + exit head (+ LTE) and packs, per example, the outputs
+    [C] (logits or value), the softmax [C] (classification), u (with LTE) and a final 1.0
+    ("this layer ran"); `next_active` is False when the device gate (kind, threshold,
+    direction; see `policies.device_gate`) says every example stops here. When not
+    `active` (a speculatively dispatched layer after a stop), returns `hidden` unchanged
+    and zeros, at almost no cost. `counter["layer"]` counts traces when given.
+    """
+
+    def compute(lp, head, lte, hidden, mask_bias, layer):
         hidden = encoder.block(lp, hidden, mask_bias)
         out, pooled = exit_head(head, hidden[:, 0])
-        parts = [out.astype(jnp.float32)]
+        out = out.astype(jnp.float32)
+        parts = [out]
+        b = out.shape[0]
+        zero = jnp.zeros((b,), jnp.float32)
+        max_p = ent = nent = u = zero
         if not is_regression:
-            parts.append(jax.nn.softmax(out.astype(jnp.float32), axis=-1))
+            probs = jax.nn.softmax(out, axis=-1)
+            parts.append(probs)
+            max_p = probs.max(-1)
+            ent = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.maximum(probs, 1e-30)),
+                                     0.0), axis=-1)
+            c = out.shape[-1]
+            nent = ent / np.float32(np.log(c)) if c > 1 else zero
         if lte is not None:
-            parts.append(lte_certainty(lte, pooled).astype(jnp.float32)[:, None])
-        return hidden, jnp.concatenate(parts, axis=-1)
+            u = lte_certainty(lte, pooled).astype(jnp.float32)
+            parts.append(u[:, None])
+        parts.append(jnp.ones((b, 1), jnp.float32))
+        layer_f = jnp.broadcast_to(layer.astype(jnp.float32), (b,))
+        scores = jnp.stack([max_p, ent, nent, u, layer_f], axis=-1)  # [B, 5], gate kinds
+        return hidden, jnp.concatenate(parts, axis=-1), scores
+
+    def layer_step(lp, head, lte, hidden, mask_bias, active, layer, gate):
+        if counter is not None:
+            counter["layer"] = counter.get("layer", 0) + 1
+        shapes = jax.eval_shape(compute, lp, head, lte, hidden, mask_bias, layer)
+
+        def skip(_):
+            return (hidden, jnp.zeros(shapes[1].shape, jnp.float32),
+                    jnp.zeros(shapes[2].shape, jnp.float32))
+
+        hidden, packed, scores = jax.lax.cond(
+            active, lambda _: compute(lp, head, lte, hidden, mask_bias, layer), skip, None)
+        value = jnp.take(scores, gate[0].astype(jnp.int32), axis=-1)
+        stop = jnp.where(gate[2] > 0, value >= gate[1], value < gate[1])
+        return hidden, packed, jnp.logical_and(active, jnp.logical_not(jnp.all(stop)))
 
     return layer_step
 
@@ -64,7 +111,7 @@ def unpack(row: np.ndarray, num_outputs: int, is_regression: bool, has_lte: bool
     """One example's packed row -> `LayerOutput`."""
     c = num_outputs
     probs = None if is_regression else row[c:2 * c]
-    return LayerOutput(row[:c], probs, float(row[-1]) if has_lte else None)
+    return LayerOutput(row[:c], probs, float(row[-2]) if has_lte else None)
 
 
 @dataclasses.dataclass
@@ -130,8 +177,9 @@ class EarlyExitRunner:
     """
 
     def __init__(self, encoder: Encoder, params: dict, num_outputs: int, is_regression: bool,
-                 buckets: Sequence[int] = DEFAULT_BUCKETS):
+                 buckets: Sequence[int] = DEFAULT_BUCKETS, pipeline: bool = True):
         cfg = encoder.config
+        self.pipeline = pipeline
         self.encoder, self.config = encoder, cfg
         self.num_outputs, self.is_regression = int(num_outputs), bool(is_regression)
         self.num_layers = cfg.num_layers
@@ -147,8 +195,11 @@ class EarlyExitRunner:
         stacked = stacked_heads(heads)
         self._heads = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(self.num_layers)]
         self._lte = heads.get("lte")
-        self._stacked_layers = enc["layers"]
         self._final_head = heads["final"]
+        self._layer_ids = [jax.device_put(np.int32(i)) for i in range(1, self.num_layers + 1)]
+        self._true = jax.device_put(np.bool_(True))
+        self._no_gate = jax.device_put(np.array([GATE_LAYER, np.inf, GATE_GE], np.float32))
+        self._gate_cache: dict = {}
         self.trace_counts: dict = {}
 
         counts = self.trace_counts
@@ -159,15 +210,13 @@ class EarlyExitRunner:
             return hidden, mask_bias_from(mask, hidden.dtype)
 
         def full_step(embed_params, layers, final_head, ids, tt, mask):
+            # The static model: one executable, layers unrolled over the pre-sliced params
+            # (on CPU markedly faster than a lax.scan over the stacked params).
             counts["full"] = counts.get("full", 0) + 1
             hidden = encoder.embed(embed_params, Batch(ids, tt, mask))
             bias = mask_bias_from(mask, hidden.dtype)
-            if cfg.shared_layers:
-                hidden = jax.lax.fori_loop(
-                    0, cfg.num_layers, lambda _, h: encoder.block(layers, h, bias), hidden)
-            else:
-                hidden, _ = jax.lax.scan(
-                    lambda h, lp: (encoder.block(lp, h, bias), None), hidden, layers)
+            for lp in layers:
+                hidden = encoder.block(lp, hidden, bias)
             out, _ = exit_head(final_head, hidden[:, 0])
             return out.astype(jnp.float32)
 
@@ -202,33 +251,84 @@ class EarlyExitRunner:
         """Compiles every function for every bucket (then nothing compiles again)."""
         for b in buckets or self.buckets:
             ids = np.full((b,), 101, np.int32)
-            self.run_one(ids, None, NeverExit())
+            self.run_one(ids, None, NeverExit(), pipeline=False)
+            self.run_one(ids, None, FixedLayerPolicy(1), pipeline=True)  # skipped-layer path
             if static:
                 self.run_static_one(ids, None)
 
     # ------------------------------------------------------------------ running
 
-    def run_one(self, input_ids, token_type_ids, policy: ExitPolicy) -> ExampleResult:
-        """One example through the layers until `policy` says stop (or the last layer)."""
+    def run_one(self, input_ids, token_type_ids, policy: ExitPolicy,
+                pipeline: bool | None = None) -> ExampleResult:
+        """One example through the layers until `policy` says stop (or the last layer).
+
+        With `pipeline` (default: the runner's setting) and a policy that has a device gate,
+        layer l+1 is dispatched before layer l's outputs are read on the host, so the host
+        round trip overlaps the device's work; a layer dispatched after a stop is skipped on
+        the device. Otherwise one host round trip per layer. Same results either way.
+        """
         start = time.perf_counter()
         n = int(np.asarray(input_ids).size)
         ids, tt, mask = self.pad(input_ids, token_type_ids)
         hidden, bias = self.embed_step(self._embed_params, ids, tt, mask)
         policy.reset()
-        layer_step, heads, lte = self.layer_step, self._heads, self._lte
-        c, reg, has_lte = self.num_outputs, self.is_regression, self.has_lte
-        last = self.num_layers
-        layer = 0
-        for layer, (lp, hp) in enumerate(zip(self._layers, heads), start=1):
-            hidden, packed = layer_step(lp, hp, lte, hidden, bias)
-            row = np.asarray(packed)[0]
-            out = LayerOutput(row[:c], None if reg else row[c:2 * c],
-                              float(row[-1]) if has_lte else None)
+        use_pipeline = self.pipeline if pipeline is None else pipeline
+        gate = self._gate(policy) if use_pipeline else None
+        if gate is None:
+            layer, out = self._loop(hidden, bias, policy)
+        else:
+            layer, out = self._pipelined_loop(hidden, bias, policy, gate)
+        seconds = time.perf_counter() - start
+        flops = flops_lib.early_exit_flops(self.config, n, layer, self.num_outputs, self.has_lte)
+        return ExampleResult(np.array(out.outputs), layer, flops, seconds, n)
+
+    def _gate(self, policy):
+        g = device_gate(policy)
+        if g is None:
+            return None
+        key = g.tobytes()
+        if key not in self._gate_cache:
+            self._gate_cache[key] = jax.device_put(g)
+        return self._gate_cache[key]
+
+    def _unpack(self, packed) -> tuple[np.ndarray, LayerOutput]:
+        row = np.asarray(packed)[0]
+        c = self.num_outputs
+        return row, LayerOutput(row[:c], None if self.is_regression else row[c:2 * c],
+                                float(row[-2]) if self.has_lte else None)
+
+    def _loop(self, hidden, bias, policy):
+        """One host round trip per layer."""
+        step, lte, true, gate = self.layer_step, self._lte, self._true, self._no_gate
+        last, layer, out = self.num_layers, 0, None
+        for layer, (lp, hp, li) in enumerate(zip(self._layers, self._heads, self._layer_ids),
+                                             start=1):
+            hidden, packed, _ = step(lp, hp, lte, hidden, bias, true, li, gate)
+            _, out = self._unpack(packed)
             if policy.update(layer, out) or layer == last:
                 break
-        seconds = time.perf_counter() - start
-        flops = flops_lib.early_exit_flops(self.config, n, layer, c, has_lte)
-        return ExampleResult(np.array(out.outputs), layer, flops, seconds, n)
+        return layer, out
+
+    def _pipelined_loop(self, hidden, bias, policy, gate):
+        """Layer l+1 is in the device queue while the host reads layer l."""
+        step, lte, true = self.layer_step, self._lte, self._true
+        layers, heads, lids, last = self._layers, self._heads, self._layer_ids, self.num_layers
+
+        def dispatch(l, h, active):  # l is 1-based
+            return step(layers[l - 1], heads[l - 1], lte, h, bias, active, lids[l - 1], gate)
+
+        layer, h_in = 1, hidden
+        cur = dispatch(1, h_in, true)
+        while True:
+            h_l, packed, next_active = cur
+            nxt = dispatch(layer + 1, h_l, next_active) if layer < last else None
+            row, out = self._unpack(packed)
+            if row[-1] == 0.0:  # the device gate stopped before this layer, the host did not
+                cur = dispatch(layer, h_in, true)  # (a float32/float64 boundary case): rerun
+                continue
+            if policy.update(layer, out) or layer == last:
+                return layer, out
+            h_in, cur, layer = h_l, nxt, layer + 1
 
     def run(self, inputs, policy: ExitPolicy) -> RunResults:
         """`inputs`: a `Batch` (rows taken one at a time, padding removed) or an iterable of
@@ -242,7 +342,7 @@ class EarlyExitRunner:
         start = time.perf_counter()
         n = int(np.asarray(input_ids).size)
         ids, tt, mask = self.pad(input_ids, token_type_ids)
-        out = np.asarray(self.full_step(self._embed_params, self._stacked_layers,
+        out = np.asarray(self.full_step(self._embed_params, self._layers,
                                         self._final_head, ids, tt, mask))[0]
         seconds = time.perf_counter() - start
         flops = flops_lib.full_model_flops(self.config, n, self.num_outputs)

@@ -1,0 +1,245 @@
+"""Benchmark: the batch-1 early-exit runner on MiniLM-L6 and SST-2 dev.
+
+    python experiments/bench/early_exit_runner.py [--num_examples 872] [--repeats 2]
+        [--workdir RUN_DIR --config CONFIG_FILE]   # a trained multi-exit checkpoint
+
+Reports, for a few exit thresholds, the wall-clock speed-up of the runner over the static
+full model (one jitted call per example, same process, same length buckets), the FLOPs
+speed-up (real tokens only) and their ratio (goal >= 0.9): how much of the FLOPs saving
+the runner turns into time. Also the per-layer loop overhead (goal < 50 us), measured two
+ways: (a) the runner at full depth minus the same jitted calls chained without the per-layer
+host round trip and policy; (b) the runner's loop around a null per-layer function.
+
+Without a trained checkpoint the exit heads are random, so exits are not meaningful for
+accuracy; their output weights are scaled up so that confidences spread out and the
+thresholds below give a range of exit layers (a timing benchmark, as the issue allows).
+Times are the minimum over `repeats` per example, interleaved across configurations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxit import resources  # noqa: E402
+from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder  # noqa: E402
+from jaxit.inference import (  # noqa: E402
+    ConfidencePolicy, EarlyExitRunner, FixedLayerPolicy, NeverExit,
+)
+from jaxit.batch import batch_from_ids  # noqa: E402
+from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock  # noqa: E402
+from jaxit.methods.early_exit import make_early_exit  # noqa: E402
+
+
+def read_sst2_dev(path, tokenizer, max_length=128, limit=0):
+    examples, labels = [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(rows)
+        si, li = header.index("sentence"), header.index("label")
+        for row in rows:
+            ids = tokenizer.encode(row[si]).ids[:max_length]
+            examples.append((np.asarray(ids, np.int32), None))
+            labels.append(int(row[li]))
+            if limit and len(examples) >= limit:
+                break
+    return examples, np.asarray(labels)
+
+
+def load_params(args, enc_params, encoder):
+    if args.workdir:
+        import importlib.util
+
+        from jaxit.train.evaluate import restore_params
+
+        spec = importlib.util.spec_from_file_location("cfg", args.config)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        config = mod.get_config()
+        _, params = restore_params(config, args.workdir)
+        return params, False
+    method = make_early_exit(encoder, 2, False, 1, "joint")
+    params = method.init(jax.random.PRNGKey(0), enc_params)
+    for k in ("exits", "final"):  # spread the random heads' confidences (timing only)
+        params["heads"][k]["out"]["kernel"] = params["heads"][k]["out"]["kernel"] * 10.0
+    return params, True
+
+
+def thresholds_for_targets(encoder, params, examples, targets):
+    """Confidence thresholds whose (simulated) average exit layers hit `targets`."""
+    batches = []
+    for i in range(0, len(examples), 64):
+        chunk = [ids for ids, _ in examples[i:i + 64]]
+        ids = np.zeros((len(chunk), 128), np.int32)
+        mask = np.zeros_like(ids)
+        for j, x in enumerate(chunk):
+            ids[j, :len(x)], mask[j, :len(x)] = x, 1
+        batches.append(batch_from_ids(ids, mask))
+    conf = collect_layer_outputs(encoder, params, batches, False).probs.max(-1)  # [L, N]
+    L = conf.shape[0]
+
+    def avg_exit(t):
+        hit = conf >= t
+        return float(np.where(hit.any(0), hit.argmax(0) + 1, L).mean())
+
+    out = []
+    for target in targets:
+        lo, hi = 0.0, 1.0 + 1e-6  # avg_exit increases with t
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if avg_exit(mid) < target else (lo, mid)
+        out.append(round(hi, 6))
+    return out
+
+
+class RoundTrip:
+    """Wraps a policy without its device gate: one host round trip per layer."""
+
+    def __init__(self, policy):
+        self.policy, self.name = policy, policy.name
+
+    def reset(self):
+        self.policy.reset()
+
+    def update(self, layer, out):
+        return self.policy.update(layer, out)
+
+
+def chained_time(runner, ids):
+    """Embedding + L per-layer calls dispatched back to back, one sync at the end."""
+    start = time.perf_counter()
+    pids, tt, mask = runner.pad(ids)
+    hidden, bias = runner.embed_step(runner._embed_params, pids, tt, mask)
+    for lp, hp, li in zip(runner._layers, runner._heads, runner._layer_ids):
+        hidden, packed, _ = runner.layer_step(lp, hp, runner._lte, hidden, bias, runner._true,
+                                              li, runner._no_gate)
+    packed.block_until_ready()
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--num_examples", type=int, default=0, help="0 = all 872")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--thresholds", default="0.6,0.8,0.9,0.95",
+                    help="confidence thresholds (trained heads)")
+    ap.add_argument("--target_layers", default="1.5,2.5,3.5,4.5",
+                    help="random heads: thresholds chosen to give these average exit layers")
+    ap.add_argument("--workdir", default="", help="trained multi-exit run (with --config)")
+    ap.add_argument("--config", default="")
+    args = ap.parse_args(argv)
+
+    model_dir = resources.model_dir()
+    cfg, enc_params = load_pretrained(model_dir)
+    encoder = make_encoder(cfg)
+    tokenizer = load_tokenizer(model_dir)
+    examples, labels = read_sst2_dev(resources.data_dir() / "SST-2" / "dev.tsv", tokenizer,
+                                     limit=args.num_examples)
+    params, random_heads = load_params(args, enc_params, encoder)
+    runner = EarlyExitRunner(encoder, params, 2, False, buckets=(16, 32, 64, 128))
+    t0 = time.perf_counter()
+    runner.warmup()
+    warm = time.perf_counter() - t0
+    traces_after_warmup = dict(runner.trace_counts)
+
+    if random_heads:
+        targets = [float(t) for t in args.target_layers.split(",")]
+        thresholds = thresholds_for_targets(encoder, params, examples, targets)
+    else:
+        thresholds = [float(t) for t in args.thresholds.split(",")]
+    policies = {f"confidence>={t:.4g}": ConfidencePolicy(t) for t in thresholds}
+    mid = thresholds[len(thresholds) // 2]
+    policies[f"confidence>={mid:.4g}, round trip"] = RoundTrip(ConfidencePolicy(mid))
+    policies.update({f"fixed layer {k}": FixedLayerPolicy(k) for k in (2, 4)})
+    policies["never exit (L=6)"] = NeverExit()
+    policies["never exit (L=6), round trip"] = RoundTrip(NeverExit())
+    t0 = time.perf_counter()
+    wall = measure_wallclock(runner, examples, policies, repeats=args.repeats, labels=labels)
+    bench_s = time.perf_counter() - t0
+
+    # Loop overhead (a): the runner at full depth (pipelined, and one round trip per layer)
+    # vs the same jitted calls chained with one sync at the end.
+    sub = examples[: min(len(examples), 300)]
+    reps = args.repeats + 1
+    full_t, rt_t, chain_t = [], [], []
+    never, never_rt = NeverExit(), RoundTrip(NeverExit())
+    for ids, _ in sub:
+        full_t.append(min(runner.run_one(ids, None, never).seconds for _ in range(reps)))
+        rt_t.append(min(runner.run_one(ids, None, never_rt).seconds for _ in range(reps)))
+        chain_t.append(min(chained_time(runner, ids) for _ in range(reps)))
+    L = cfg.num_layers
+    med = lambda xs: 1e6 * statistics.median(xs)  # noqa: E731
+    overhead_pipe = (med(full_t) - med(chain_t)) / L
+    overhead_rt = (med(rt_t) - med(chain_t)) / L
+    # (b): the round-trip loop around a null per-layer function (no Transformer work).
+    real_step = runner.layer_step
+
+    @jax.jit
+    def null_step(lp, head, lte, hidden, mask_bias, active, layer, gate):
+        return hidden, jnp.ones((hidden.shape[0], 4), jnp.float32), active
+
+    runner.layer_step = null_step
+    null_t, embed_t = [], []
+    for ids, _ in sub:
+        runner.run_one(ids, None, never_rt)
+    for ids, _ in sub:
+        null_t.append(min(runner.run_one(ids, None, never_rt).seconds for _ in range(reps)))
+
+        def embed_only():
+            s = time.perf_counter()
+            pids, tt, mask = runner.pad(ids)
+            h, _ = runner.embed_step(runner._embed_params, pids, tt, mask)
+            h.block_until_ready()
+            return time.perf_counter() - s
+
+        embed_t.append(min(embed_only() for _ in range(reps)))
+    runner.layer_step = real_step
+    overhead_null = (med(null_t) - med(embed_t)) / L
+
+    print(f"# early-exit runner benchmark: MiniLM-L6 ({model_dir.name}), SST-2 dev, batch 1")
+    print(f"# {len(examples)} examples, repeats={args.repeats} (min per example), "
+          f"buckets={runner.buckets}, heads={'random (scaled)' if random_heads else 'trained'}")
+    print(f"# device: {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), "
+          f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"jax {jax.__version__}")
+    print(f"# warm-up (compile all buckets) {warm:.1f}s; traces {traces_after_warmup}; "
+          f"after the benchmark {runner.trace_counts} (no recompilation)")
+    st = wall["static"]
+    print(f"# static full model: {st['us_per_example']:.0f} us/example, "
+          f"accuracy {st['accuracy']:.4f}")
+    print()
+    full = wall["never exit (L=6)"]
+    print("| policy | avg exit layer | accuracy | us/example | wall speed-up | FLOPs speed-up "
+          "| wall/FLOPs | wall/FLOPs vs runner at depth L |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in policies:
+        r = wall[k]
+        vs_runner = (full["seconds"] / r["seconds"]) / (full["flops"] / r["flops"])
+        print(f"| {k} | {r['avg_exit_layer']:.2f} | {r['accuracy']:.4f} | "
+              f"{r['us_per_example']:.0f} | {r['wall_speedup']:.3f} | "
+              f"{r['flops_speedup']:.3f} | {r['wall_over_flops']:.3f} | {vs_runner:.3f} |")
+    print()
+    print(f"per-layer overhead vs chained jitted calls (median over {len(sub)} examples, "
+          f"chained {med(chain_t):.0f} us/example): pipelined runner {overhead_pipe:.1f} us/layer "
+          f"({med(full_t):.0f} us/example); one round trip per layer {overhead_rt:.1f} us/layer "
+          f"({med(rt_t):.0f} us/example)")
+    print(f"per-layer host loop cost around a null layer (dispatch + transfer + policy): "
+          f"{overhead_null:.1f} us/layer ({med(null_t):.0f} us/example incl. embedding "
+          f"{med(embed_t):.0f} us)")
+    print(f"# benchmark wall time {bench_s:.0f}s")
+    return wall
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
