@@ -18,8 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from jaxit.batch import batch_from_ids  # noqa: E402
-from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder, mask_bias_from  # noqa: E402
+from jaxit.batch import batch_from_ids
+from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder, mask_bias_from
 
 TOL = 1e-4
 VOCAB = 99
@@ -99,9 +99,9 @@ def _padded_batch(model_type: str, seq_len: int, seed: int = 0):
 
 
 def _hf_hidden(model, model_type: str, batch) -> list[np.ndarray]:
-    kwargs = dict(input_ids=torch.tensor(np.asarray(batch.input_ids), dtype=torch.long),
-                  attention_mask=torch.tensor(np.asarray(batch.attention_mask), dtype=torch.long),
-                  output_hidden_states=True)
+    kwargs = {"input_ids": torch.tensor(np.asarray(batch.input_ids), dtype=torch.long),
+                  "attention_mask": torch.tensor(np.asarray(batch.attention_mask), dtype=torch.long),
+                  "output_hidden_states": True}
     if model_type in ("bert", "albert", "roberta"):
         kwargs["token_type_ids"] = torch.tensor(np.asarray(batch.token_type_ids),
                                                 dtype=torch.long)
@@ -154,7 +154,7 @@ def test_tiny_parity_every_layer(tiny, seq_len):
 def test_tiny_parity_is_not_vacuous(tiny):
     """The tolerance is meaningful: hidden states vary well beyond 1e-4 across positions and
     a perturbed parameter breaks parity."""
-    mt, model, cfg, params = tiny
+    mt, _model, cfg, params = tiny
     batch = _padded_batch(mt, 13)
     enc = make_encoder(cfg)
     out = np.asarray(jax.jit(enc.forward_all)(params, batch)["hidden"][-1])
@@ -320,3 +320,17 @@ def test_tokenizer_matches_hf(minilm_dir, data_dir):
     assert [e.ids for e in enc_p] == ref_p["input_ids"]
     assert [e.type_ids for e in enc_p] == ref_p["token_type_ids"]
     assert all(1 in e.type_ids for e in enc_p)
+
+
+@pytest.mark.parametrize("name,torch_fn", [
+    ("gelu", lambda x: torch.nn.functional.gelu(x)),
+    ("gelu_new", lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+    ("relu", torch.relu),
+])
+def test_activations_match_torch(name, torch_fn):
+    from jaxit.encoders.transformer import _activation
+
+    x = np.linspace(-12.0, 12.0, 20001, dtype=np.float32)
+    ours = np.asarray(jax.jit(_activation(name))(x))
+    np.testing.assert_allclose(ours, torch_fn(torch.from_numpy(x.copy())).numpy(),
+                               atol=2e-6, rtol=1e-6)

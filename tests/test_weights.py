@@ -13,14 +13,21 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from flax import serialization  # noqa: E402
-from flax.traverse_util import unflatten_dict  # noqa: E402
-from safetensors.numpy import load_file, save_file  # noqa: E402
+from flax import serialization
+from flax.traverse_util import unflatten_dict
+from safetensors.numpy import load_file, save_file
 
-from jaxit.batch import batch_from_ids  # noqa: E402
-from jaxit.encoders import (  # noqa: E402
-    CheckpointError, EncoderConfig, init_params, load_pretrained, make_encoder,
-    params_from_state_dict, params_to_state_dict, pooled, save_pretrained,
+from jaxit.batch import batch_from_ids
+from jaxit.encoders import (
+    CheckpointError,
+    EncoderConfig,
+    init_params,
+    load_pretrained,
+    make_encoder,
+    params_from_state_dict,
+    params_to_state_dict,
+    pooled,
+    save_pretrained,
 )
 
 TOL = 1e-4
@@ -64,9 +71,9 @@ def _batch(cfg: EncoderConfig, seq_len: int = 11):
 
 
 def _hf_forward(model, cfg: EncoderConfig, batch):
-    kw = dict(input_ids=torch.tensor(np.asarray(batch.input_ids), dtype=torch.long),
-              attention_mask=torch.tensor(np.asarray(batch.attention_mask), dtype=torch.long),
-              output_hidden_states=True)
+    kw = {"input_ids": torch.tensor(np.asarray(batch.input_ids), dtype=torch.long),
+              "attention_mask": torch.tensor(np.asarray(batch.attention_mask), dtype=torch.long),
+              "output_hidden_states": True}
     if cfg.model_type != "distilbert":
         kw["token_type_ids"] = torch.tensor(np.asarray(batch.token_type_ids), dtype=torch.long)
     with torch.inference_mode():
@@ -180,7 +187,7 @@ def _flax_layout(state: dict[str, np.ndarray], prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("prefix", ["", "bert"])
 def test_flax_msgpack(bert_ckpt, tmp_path, prefix):
-    ckpt, cfg, params = bert_ckpt
+    ckpt, cfg, _params = bert_ckpt
     state = load_file(str(ckpt / "model.safetensors"))
     tree = _flax_layout(state, prefix)
     layer0 = tree[prefix]["encoder"]["layer"]["0"] if prefix else tree["encoder"]["layer"]["0"]
@@ -202,7 +209,7 @@ def test_flax_msgpack(bert_ckpt, tmp_path, prefix):
 
 
 def test_pytorch_bin_and_sharded_safetensors(bert_ckpt, tmp_path):
-    ckpt, cfg, params = bert_ckpt
+    ckpt, _cfg, params = bert_ckpt
     state = load_file(str(ckpt / "model.safetensors"))
     pt = tmp_path / "pt"
     pt.mkdir()
@@ -297,7 +304,7 @@ def test_missing_half_of_pooler(bert_ckpt):
 
 
 def test_pooler_is_optional(bert_ckpt):
-    ckpt, _, params = bert_ckpt
+    ckpt, _, _params = bert_ckpt
     _rewrite_state(ckpt, lambda s: {k: v for k, v in s.items() if not k.startswith("pooler.")})
     _, loaded = load_pretrained(ckpt)
     assert "pooler" not in loaded
@@ -321,7 +328,7 @@ def test_unexpected_key(bert_ckpt):
                        match=r"unexpected key\(s\) \['encoder\.layer\.2\.output\.dense\.bias'\]"):
         load_pretrained(ckpt)
     # strict=False ignores it and loads the rest
-    cfg, params = load_pretrained(ckpt, strict=False)
+    _cfg, params = load_pretrained(ckpt, strict=False)
     assert params["layers"]["qkv"]["kernel"].shape == (2, 32, 96)
 
 

@@ -3,11 +3,22 @@
 from jaxit.encoders.config import EncoderConfig, config_from_hf_dict, load_config
 from jaxit.encoders.tokenizer import load_tokenizer
 from jaxit.encoders.transformer import (
-    MASK_MIN, Encoder, block, embed, forward_all, init_params, layer_params, make_encoder,
-    mask_bias_from, pooled,
+    MASK_MIN,
+    Encoder,
+    block,
+    embed,
+    forward_all,
+    init_params,
+    layer_params,
+    make_encoder,
+    mask_bias_from,
+    pooled,
 )
 from jaxit.encoders.weights import (
-    CheckpointError, load_pretrained, params_from_state_dict, params_to_state_dict,
+    CheckpointError,
+    load_pretrained,
+    params_from_state_dict,
+    params_to_state_dict,
     save_pretrained,
 )
 

@@ -56,7 +56,7 @@ class EncoderConfig:
         """RoBERTa numbers positions from pad_token_id + 1."""
         return self.pad_token_id + 1 if self.model_type == "roberta" else 0
 
-    def replace(self, **changes) -> "EncoderConfig":
+    def replace(self, **changes) -> EncoderConfig:
         return dataclasses.replace(self, **changes)
 
 

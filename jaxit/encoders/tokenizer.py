@@ -18,14 +18,14 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
     if tj.is_file():
         try:
             tok = Tokenizer.from_file(str(tj))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise ValueError(f"{tj} is not a valid tokenizer.json: {e}") from e
     else:
         from transformers import AutoTokenizer
 
         try:
             hf = AutoTokenizer.from_pretrained(str(ckpt), use_fast=True)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise FileNotFoundError(
                 f"no usable tokenizer in {ckpt} (no tokenizer.json, and transformers could not "
                 f"build one: {e})"

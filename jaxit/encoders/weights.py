@@ -280,7 +280,7 @@ def _read_state(ckpt_dir: Path) -> dict[str, np.ndarray]:
             ) from e
         try:
             sd = torch.load(str(pt), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise CheckpointError(f"{pt} is not a readable torch checkpoint: {e}") from e
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
     fx = ckpt_dir / "flax_model.msgpack"
@@ -301,9 +301,9 @@ def _read_safetensors(st: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(v.astype(jax.numpy.float32))
                     if jax.numpy.issubdtype(v.dtype, jax.numpy.floating) else np.asarray(v)
                     for k, v in load_jax(str(st)).items()}
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise CheckpointError(f"{st} is not a readable safetensors file: {e}") from e
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+    except Exception as e:
         raise CheckpointError(f"{st} is not a readable safetensors file: {e}") from e
 
 
@@ -315,7 +315,7 @@ def _flax_to_torch_layout(path: Path) -> dict[str, np.ndarray]:
 
     try:
         tree = serialization.msgpack_restore(path.read_bytes())
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise CheckpointError(f"{path} is not a readable Flax msgpack file: {e}") from e
     out = {}
     for keys, v in flatten_dict(tree).items():
@@ -346,7 +346,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         return Path(snapshot_download(
             s, allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors",
                                "flax_model.msgpack"]))
-    except Exception as e:  # noqa: BLE001 - any hub failure gets one clear message
+    except Exception as e:
         raise FileNotFoundError(
             f"{s!r} is not a local directory and could not be fetched from the Hugging Face "
             f"hub ({type(e).__name__}: {e}). Pass a local checkpoint directory when offline."
