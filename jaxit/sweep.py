@@ -5,13 +5,17 @@ This is what `jaxit sweep` and the demo run."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from jaxit.inference.evaluate_exits import (
-    ExitTrace, collect_layer_outputs, default_thresholds, exit_report, measure_wallclock,
+    ExitTrace,
+    collect_layer_outputs,
+    default_thresholds,
+    exit_report,
+    measure_wallclock,
     simulate_exits,
 )
 from jaxit.inference.policies import make_policy

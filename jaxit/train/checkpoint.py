@@ -15,6 +15,14 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+
+def workdir_path(workdir) -> epath.Path:
+    """Local paths made absolute; `gs://...` (and other epath URLs) kept as they are, so
+    checkpoints and metrics of a TPU pod go to one shared bucket."""
+    p = epath.Path(workdir)
+    return p if "://" in str(workdir) else p.resolve()
 
 
 class IncompatibleCheckpointError(RuntimeError):
@@ -34,17 +42,17 @@ class Checkpoints:
 
     def __init__(self, workdir: str | Path, keep: int = 2, best_metric: str | None = None,
                  best_mode: str = "max", keep_best: int = 1):
-        self.workdir = Path(workdir)
+        self.workdir = workdir_path(workdir)
         self.best_metric = best_metric
         item_names = ("state", "meta")
         self.latest = ocp.CheckpointManager(
-            self.workdir.absolute() / "checkpoints",
+            self.workdir / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_names=item_names)
         self.best = None
         if best_metric:
             self.best = ocp.CheckpointManager(
-                self.workdir.absolute() / "best",
+                self.workdir / "best",
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=keep_best, create=True, best_mode=best_mode,
                     best_fn=lambda m: float(m[best_metric]),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 
-from jaxit.train.checkpoint import Checkpoints
+from jaxit.train.checkpoint import Checkpoints, workdir_path
 from jaxit.train.loop import evaluate, run_meta
 from jaxit.train.optim import make_optimizer
 from jaxit.train.pipeline import build_setup
@@ -32,6 +31,6 @@ def restore_params(config, workdir, which: str = "best", setup=None):
 def evaluate_checkpoint(config, workdir, which: str = "best") -> dict:
     setup, params = restore_params(config, workdir, which)
     metrics = evaluate(setup, params)
-    out = Path(workdir) / f"eval_{which}.json"
+    out = workdir_path(workdir) / f"eval_{which}.json"
     out.write_text(json.dumps(metrics, indent=2, default=float))
     return metrics

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxit.train import sharding
-from jaxit.train.checkpoint import Checkpoints, shapes_digest
+from jaxit.train.checkpoint import Checkpoints, shapes_digest, workdir_path
 from jaxit.train.optim import make_optimizer
 from jaxit.train.pipeline import Setup, build_setup
 from jaxit.train.state import TrainState, init_state
@@ -64,7 +64,7 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     `max_steps_this_run` stops after that many updates in this call (a checkpoint is saved),
     so a later call resumes: the pre-emption path, and how the resume test interrupts.
     """
-    workdir = Path(workdir)
+    workdir = workdir_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     setup = setup or build_setup(config)
     method, task = setup.method, setup.task
@@ -131,7 +131,8 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     result = {"step": int(state.step), "num_steps": num_steps, "dev": dev,
               "best_step": ckpts.best_step(), "workdir": str(workdir)}
     ckpts.close()
-    (workdir / "result.json").write_text(json.dumps(result, indent=2, default=float))
+    if jax.process_index() == 0:
+        (workdir / "result.json").write_text(json.dumps(result, indent=2, default=float))
     return result, state
 
 

@@ -7,23 +7,34 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+import jax
 import numpy as np
+from etils import epath
 
 log = logging.getLogger(__name__)
 
 
 class MetricWriter:
-    """Appends {"step": s, name: value, ...} to `<workdir>/metrics.jsonl` per call."""
+    """Appends {"step": s, name: value, ...} to `<workdir>/metrics.jsonl` per call.
 
-    def __init__(self, workdir: str | Path, tensorboard: bool = True):
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    Works on local paths and `gs://` (etils.epath; the file is rewritten whole, as object
+    stores cannot append). Only process 0 of a multi-host run writes."""
+
+    def __init__(self, workdir, tensorboard: bool = True):
+        self.dir = epath.Path(workdir)
+        self.enabled = jax.process_index() == 0
         self.path = self.dir / "metrics.jsonl"
+        self._rows: list[str] = []
         self._tb = None
-        if tensorboard:
+        if not self.enabled:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # a resumed run keeps the earlier rows
+            self._rows = [r for r in self.path.read_text().split("\n") if r.strip()]
+        if tensorboard and "://" not in str(workdir):
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
@@ -32,16 +43,19 @@ class MetricWriter:
                 self._tb = SummaryWriter(str(self.dir / "tb"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
         row = {"step": int(step), **{k: float(np.asarray(v)) for k, v in scalars.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._rows.append(json.dumps(row))
+        self.path.write_text("\n".join(self._rows) + "\n")
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step":
                     self._tb.add_scalar(k, v, int(step))
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        (self.dir / "hparams.json").write_text(json.dumps(hparams, indent=2, default=str))
+        if self.enabled:
+            (self.dir / "hparams.json").write_text(json.dumps(hparams, indent=2, default=str))
 
     def flush(self) -> None:
         if self._tb is not None:
@@ -52,9 +66,9 @@ class MetricWriter:
             self._tb.close()
 
 
-def read_metrics(workdir: str | Path) -> list[dict]:
+def read_metrics(workdir) -> list[dict]:
     """The rows written so far (for tests and plots)."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = epath.Path(workdir) / "metrics.jsonl"
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
