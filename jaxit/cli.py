@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 from absl import app, flags
 from absl import logging as absl_logging
