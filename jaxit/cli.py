@@ -3,6 +3,7 @@
     jaxit train --config=experiments/configs/finetune.py --workdir=runs/sst2 \
         [--config.task=sst2 --config.model=DIR_OR_HUB_ID ...] [--distributed]
     jaxit eval  --config=... --workdir=runs/sst2 [--checkpoint=best|latest]
+    jaxit sweep --config=... --workdir=runs/sst2_berxit [--policies=confidence,entropy]
     jaxit demo  [--workdir=runs/demo]
 """
 
@@ -28,9 +29,15 @@ flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (TPU 
 flags.DEFINE_string("coordinator_address", None, "distributed: host:port of process 0 (CUDA)")
 flags.DEFINE_integer("num_processes", None, "distributed: number of processes (CUDA)")
 flags.DEFINE_integer("process_id", None, "distributed: this process's index (CUDA)")
+flags.DEFINE_list("policies", ["confidence", "entropy", "patience"],
+                  "sweep: exit policies to sweep (confidence, entropy, normalized_entropy, "
+                  "patience, lte, elbert)")
+flags.DEFINE_float("tolerance", 0.01, "sweep: operating point = largest FLOPs speed-up within "
+                   "this score loss of the full model")
+flags.DEFINE_integer("wallclock_examples", 200, "sweep: dev examples timed by the batch-1 runner")
 flags.DEFINE_bool("quick", False, "demo: a smaller, faster run (for smoke tests)")
 
-COMMANDS = ("train", "eval", "demo")
+COMMANDS = ("train", "eval", "sweep", "demo")
 
 
 def _usage() -> str:
@@ -72,6 +79,21 @@ def _eval(argv):
     print(json.dumps(metrics, indent=2, default=float))
 
 
+def _sweep(argv):
+    del argv
+    from jaxit.sweep import sweep_checkpoint
+
+    config = _need("config", FLAGS.config)
+    workdir = _need("workdir", FLAGS.workdir)
+    report = sweep_checkpoint(config, workdir, which=FLAGS.checkpoint, policies=FLAGS.policies,
+                              tolerance=FLAGS.tolerance,
+                              wallclock_examples=FLAGS.wallclock_examples)
+    print(json.dumps({"full_model_score": report["full_model_score"],
+                      "layerwise": report["layerwise"],
+                      "operating_points": report["operating_points"]}, indent=2, default=float))
+    print(f"wrote {workdir}/sweep/exits.json and tradeoff.png")
+
+
 def _demo(argv):
     del argv
     from jaxit.demo import run_demo
@@ -91,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-    fn = {"train": _train, "eval": _eval, "demo": _demo}[cmd]
+    fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo}[cmd]
     app.run(fn, argv=[f"jaxit {cmd}"] + argv[2:])
 
 
