@@ -1,8 +1,18 @@
 """Adaptive inference: exit policies, the batch-1 runner, exit evaluation."""
 
 from jaxit.inference.policies import (
-    ConfidencePolicy, ELBERTPolicy, EntropyPolicy, ExitPolicy, FixedLayerPolicy, LayerOutput,
-    LTEPolicy, NeverExit, NormalizedEntropyPolicy, PatiencePolicy, layer_output, make_policy,
+    ConfidencePolicy,
+    ELBERTPolicy,
+    EntropyPolicy,
+    ExitPolicy,
+    FixedLayerPolicy,
+    LayerOutput,
+    LTEPolicy,
+    NeverExit,
+    NormalizedEntropyPolicy,
+    PatiencePolicy,
+    layer_output,
+    make_policy,
 )
 from jaxit.inference.runner import EarlyExitRunner, ExampleResult, RunResults, make_layer_step
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -137,7 +138,7 @@ def collect_layer_outputs(encoder: Encoder, params: dict, batches: Iterable[Batc
         if b.labels is not None:
             labels.append(np.asarray(b.labels)[keep])
         ntok.append(mask.sum(1)[keep])
-    cat = lambda xs: np.concatenate(xs, axis=1) if xs else None  # noqa: E731
+    cat = lambda xs: np.concatenate(xs, axis=1) if xs else None
     return ExitTrace(cat(outs), cat(probs), cat(ltes),
                      np.concatenate(labels) if labels else None,
                      np.concatenate(ntok).astype(np.int64), is_regression)
@@ -220,7 +221,8 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
     the same process, interleaved per example (min over `repeats` per example, which
     discounts interruptions by other processes). `examples`: (input_ids, token_type_ids)
     pairs of real tokens; `runner.warmup()` first. Returns per policy: wall and FLOPs
-    speed-ups vs the static model, their ratio, average exit layer, per-layer times."""
+    speed-ups vs the static model (FLOPs on real tokens, and as executed with bucket
+    padding), their ratios, the average exit layer and the score when labels are given."""
     name, fn = get_metric(metric, runner.is_regression)
     static_t = np.full(len(examples), np.inf)
     ad_t = {k: np.full(len(examples), np.inf) for k in policies}
@@ -236,6 +238,9 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
                 ad_t[k][i] = min(ad_t[k][i], r.seconds)
                 ad_res[k][i] = r
     full_flops = sum(r.flops for r in static_res)
+    cfg, c = runner.config, runner.num_outputs
+    buckets = [runner.bucket(r.num_tokens) for r in static_res]
+    padded_full = sum(flops_lib.full_model_flops(cfg, b, c) for b in buckets)
     out = {"static": {"seconds": float(static_t.sum()), "flops": int(full_flops),
                       "us_per_example": 1e6 * float(static_t.mean())}}
     if labels is not None:
@@ -246,11 +251,17 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
         wall = float(static_t.sum() / ad_t[k].sum())
         fsp = full_flops / fl
         layers = np.array([r.exit_layer for r in res])
+        padded = sum(flops_lib.early_exit_flops(cfg, b, int(r.exit_layer), c, runner.has_lte)
+                     for b, r in zip(buckets, res))
         out[k] = {
             "seconds": float(ad_t[k].sum()), "flops": int(fl),
             "us_per_example": 1e6 * float(ad_t[k].mean()),
             "avg_exit_layer": float(layers.mean()), "wall_speedup": wall,
             "flops_speedup": float(fsp), "wall_over_flops": wall / fsp,
+            # the FLOPs actually executed, padding included: isolates the runner's own
+            # overheads from the length-bucket padding that both models pay
+            "padded_flops_speedup": padded_full / padded,
+            "wall_over_padded_flops": wall / (padded_full / padded),
         }
         if labels is not None:
             out[k][name] = fn(np.array([r.prediction for r in res]), labels)
@@ -309,7 +320,7 @@ def default_thresholds(policy: str) -> list[float]:
     if policy == "entropy":
         return [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1e9]
     if policy in ("normalized_entropy", "elbert"):
-        return [round(0.1 * i, 1) for i in range(0, 11)]
+        return [round(0.1 * i, 1) for i in range(11)]
     if policy == "lte":
         return [1.01, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.0]
     if policy == "patience":

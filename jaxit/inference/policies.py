@@ -43,7 +43,8 @@ Rules (thresholds are compared as the papers state them):
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,13 @@ from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
 from jaxit.heads import exit_head
 from jaxit.inference.policies import (
-    GATE_GE, GATE_LAYER, ExitPolicy, FixedLayerPolicy, LayerOutput, NeverExit, device_gate,
+    GATE_GE,
+    GATE_LAYER,
+    ExitPolicy,
+    FixedLayerPolicy,
+    LayerOutput,
+    NeverExit,
+    device_gate,
 )
 from jaxit.methods.early_exit import lte_certainty, stacked_heads
 
@@ -149,7 +155,7 @@ class RunResults:
         return float(self.seconds.sum())
 
     @classmethod
-    def collect(cls, results: Sequence[ExampleResult], is_regression: bool) -> "RunResults":
+    def collect(cls, results: Sequence[ExampleResult], is_regression: bool) -> RunResults:
         return cls(np.stack([r.outputs for r in results]),
                    np.array([r.exit_layer for r in results], np.int32),
                    np.array([r.flops for r in results], np.int64),
@@ -220,8 +226,21 @@ class EarlyExitRunner:
             out, _ = exit_head(final_head, hidden[:, 0])
             return out.astype(jnp.float32)
 
+        layer_fn = make_layer_step(encoder, self.is_regression, counts)
+
+        def first_step(embed_params, lp, head, lte, inputs, active, layer, gate):
+            # embedding fused with layer 1: one dispatch less per example
+            counts["first"] = counts.get("first", 0) + 1
+            ids, tt, mask = inputs[0], inputs[1], inputs[2]
+            hidden = encoder.embed(embed_params, Batch(ids, tt, mask))
+            bias = mask_bias_from(mask, hidden.dtype)
+            hidden, packed, next_active = layer_fn(lp, head, lte, hidden, bias, active, layer,
+                                                   gate)
+            return hidden, bias, packed, next_active
+
         self.embed_step = jax.jit(embed_step)
-        self.layer_step = jax.jit(make_layer_step(encoder, self.is_regression, counts))
+        self.layer_step = jax.jit(layer_fn)
+        self.first_step = jax.jit(first_step)
         self.full_step = jax.jit(full_step)
         self._pad_id = cfg.pad_token_id
 
@@ -269,15 +288,17 @@ class EarlyExitRunner:
         """
         start = time.perf_counter()
         n = int(np.asarray(input_ids).size)
-        ids, tt, mask = self.pad(input_ids, token_type_ids)
-        hidden, bias = self.embed_step(self._embed_params, ids, tt, mask)
+        inputs = np.stack(self.pad(input_ids, token_type_ids))  # [3, 1, T]: one transfer
         policy.reset()
         use_pipeline = self.pipeline if pipeline is None else pipeline
         gate = self._gate(policy) if use_pipeline else None
+        first = self.first_step(self._embed_params, self._layers[0], self._heads[0], self._lte,
+                                inputs, self._true, self._layer_ids[0],
+                                self._no_gate if gate is None else gate)
         if gate is None:
-            layer, out = self._loop(hidden, bias, policy)
+            layer, out = self._loop(first, policy)
         else:
-            layer, out = self._pipelined_loop(hidden, bias, policy, gate)
+            layer, out = self._pipelined_loop(first, policy, gate)
         seconds = time.perf_counter() - start
         flops = flops_lib.early_exit_flops(self.config, n, layer, self.num_outputs, self.has_lte)
         return ExampleResult(np.array(out.outputs), layer, flops, seconds, n)
@@ -297,28 +318,30 @@ class EarlyExitRunner:
         return row, LayerOutput(row[:c], None if self.is_regression else row[c:2 * c],
                                 float(row[-2]) if self.has_lte else None)
 
-    def _loop(self, hidden, bias, policy):
+    def _loop(self, first, policy):
         """One host round trip per layer."""
         step, lte, true, gate = self.layer_step, self._lte, self._true, self._no_gate
-        last, layer, out = self.num_layers, 0, None
-        for layer, (lp, hp, li) in enumerate(zip(self._layers, self._heads, self._layer_ids),
-                                             start=1):
-            hidden, packed, _ = step(lp, hp, lte, hidden, bias, true, li, gate)
+        hidden, bias, packed, _ = first
+        last, layer = self.num_layers, 1
+        while True:
             _, out = self._unpack(packed)
             if policy.update(layer, out) or layer == last:
-                break
-        return layer, out
+                return layer, out
+            hidden, packed, _ = step(self._layers[layer], self._heads[layer], lte, hidden, bias,
+                                     true, self._layer_ids[layer], gate)
+            layer += 1
 
-    def _pipelined_loop(self, hidden, bias, policy, gate):
+    def _pipelined_loop(self, first, policy, gate):
         """Layer l+1 is in the device queue while the host reads layer l."""
         step, lte, true = self.layer_step, self._lte, self._true
         layers, heads, lids, last = self._layers, self._heads, self._layer_ids, self.num_layers
+        h1, bias, packed1, active2 = first
 
         def dispatch(l, h, active):  # l is 1-based
             return step(layers[l - 1], heads[l - 1], lte, h, bias, active, lids[l - 1], gate)
 
-        layer, h_in = 1, hidden
-        cur = dispatch(1, h_in, true)
+        layer, h_in = 1, None  # h_in: the input of `layer` (layer 1 always runs)
+        cur = (h1, packed1, active2)
         while True:
             h_l, packed, next_active = cur
             nxt = dispatch(layer + 1, h_l, next_active) if layer < last else None
