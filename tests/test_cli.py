@@ -1,0 +1,64 @@
+"""The `jaxit` command end to end, as a user runs it (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CONFIG = "experiments/configs/finetune.py:tiny"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def jaxit(*args, check=True):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "jaxit.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"jaxit {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_and_unknown_command():
+    assert "jaxit train" in jaxit("--help").stdout
+    p = jaxit("frobnicate", check=False)
+    assert p.returncode == 2 and "unknown command 'frobnicate'" in p.stderr
+
+
+def test_train_requires_workdir(tmp_path):
+    p = jaxit("train", f"--config={CONFIG}", check=False)
+    assert p.returncode != 0 and "--workdir is required" in (p.stdout + p.stderr)
+
+
+def test_train_eval_sweep_tiny(tmp_path):
+    wd = str(tmp_path / "run")
+    over = ["--config.method.name=berxit", "--config.train.num_steps=6"]
+    out = jaxit("train", f"--config={CONFIG}", f"--workdir={wd}", *over).stdout
+    result = json.loads(out[out.index("{"):])
+    assert result["step"] == 6 and "accuracy" in result["dev"]
+    ev = jaxit("eval", f"--config={CONFIG}", f"--workdir={wd}", *over).stdout
+    assert json.loads(ev[ev.index("{"):])["accuracy"] == pytest.approx(
+        json.load(open(tmp_path / "run" / "eval_best.json"))["accuracy"])
+    sw = jaxit("sweep", f"--config={CONFIG}", f"--workdir={wd}", *over,
+               "--policies=confidence", "--wallclock_examples=5").stdout
+    assert "operating_points" in sw
+    report = json.load(open(tmp_path / "run" / "sweep" / "exits.json"))
+    assert len(report["layerwise"]) == 2
+    assert (tmp_path / "run" / "sweep" / "tradeoff.png").stat().st_size > 1000
+    # A config that does not match the checkpoint in the workdir is refused clearly.
+    p = jaxit("train", f"--config={CONFIG}", f"--workdir={wd}", "--config.train.num_steps=6",
+              check=False)
+    assert p.returncode != 0 and "holds a checkpoint" in (p.stdout + p.stderr)
+
+
+def test_demo_quick(tmp_path):
+    p = jaxit("demo", f"--workdir={tmp_path}", "--quick")
+    assert "jaxit demo: early exit" in p.stdout
+    demo = json.load(open(tmp_path / "demo.json"))
+    assert set(demo) == {"berxit-alternating", "joint"}
+    for r in demo.values():
+        assert len(r["layerwise_accuracy"]) == 6
+        assert 0.0 <= r["full_model_accuracy"] <= 1.0
+    assert (tmp_path / "berxit-alternating" / "tradeoff.png").is_file()
