@@ -12,7 +12,7 @@ With token dropping, pass the per-layer token counts to `encoder_flops`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from jaxit.encoders.config import EncoderConfig
 

@@ -4,14 +4,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.heads import task_loss
 from jaxit.methods.early_exit import (
-    all_layer_outputs, elbert_weights, lte_targets, make_early_exit, stacked_heads,
+    all_layer_outputs,
+    elbert_weights,
+    lte_targets,
+    make_early_exit,
+    stacked_heads,
 )
 from jaxit.methods.registry import make_method
 

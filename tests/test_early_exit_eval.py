@@ -11,8 +11,16 @@ from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.inference import ConfidencePolicy, EarlyExitRunner, FixedLayerPolicy
 from jaxit.inference.evaluate_exits import (
-    accuracy, collect_layer_outputs, evaluate_policy, exit_report, layerwise_scores,
-    measure_wallclock, mcc, pearson, spearman, threshold_sweep,
+    accuracy,
+    collect_layer_outputs,
+    evaluate_policy,
+    exit_report,
+    layerwise_scores,
+    mcc,
+    measure_wallclock,
+    pearson,
+    spearman,
+    threshold_sweep,
 )
 from jaxit.inference.runner import examples_from_batch
 from jaxit.methods.early_exit import make_early_exit

@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 
 from jaxit.inference.policies import (
-    ConfidencePolicy, ELBERTPolicy, EntropyPolicy, FixedLayerPolicy, LayerOutput, LTEPolicy,
-    NeverExit, NormalizedEntropyPolicy, PatiencePolicy, entropy, layer_output, make_policy,
-    normalized_entropy, patience_count, window_criterion,
+    ConfidencePolicy,
+    ELBERTPolicy,
+    EntropyPolicy,
+    FixedLayerPolicy,
+    LayerOutput,
+    LTEPolicy,
+    NeverExit,
+    NormalizedEntropyPolicy,
+    PatiencePolicy,
+    entropy,
+    layer_output,
+    make_policy,
+    normalized_entropy,
+    patience_count,
+    window_criterion,
 )
 
 

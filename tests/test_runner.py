@@ -8,7 +8,12 @@ from jaxit import flops
 from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.inference import (
-    ConfidencePolicy, EarlyExitRunner, FixedLayerPolicy, LTEPolicy, NeverExit, PatiencePolicy,
+    ConfidencePolicy,
+    EarlyExitRunner,
+    FixedLayerPolicy,
+    LTEPolicy,
+    NeverExit,
+    PatiencePolicy,
 )
 from jaxit.inference.evaluate_exits import collect_layer_outputs, simulate_exits
 from jaxit.methods.early_exit import make_early_exit
@@ -24,7 +29,7 @@ def make_model(regression=False, lte=False, seed=0):
     m = make_early_exit(enc, c, regression, 10, "joint", lte=lte)
     params = m.init(jax.random.PRNGKey(seed), init_params(cfg, jax.random.PRNGKey(seed)))
     # spread the untrained heads' outputs so that exits happen at different layers
-    scale = lambda t: jax.tree.map(lambda x: 30.0 * x, t)  # noqa: E731
+    scale = lambda t: jax.tree.map(lambda x: 30.0 * x, t)
     params["heads"]["exits"]["out"] = scale(params["heads"]["exits"]["out"])
     params["heads"]["final"]["out"] = scale(params["heads"]["final"]["out"])
     if lte:

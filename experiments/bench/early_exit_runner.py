@@ -28,18 +28,21 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from jaxit import resources  # noqa: E402
-from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder  # noqa: E402
-from jaxit.inference import (  # noqa: E402
-    ConfidencePolicy, EarlyExitRunner, FixedLayerPolicy, NeverExit,
+from jaxit import resources
+from jaxit.batch import batch_from_ids
+from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder
+from jaxit.inference import (
+    ConfidencePolicy,
+    EarlyExitRunner,
+    FixedLayerPolicy,
+    NeverExit,
 )
-from jaxit.batch import batch_from_ids  # noqa: E402
-from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock  # noqa: E402
-from jaxit.methods.early_exit import make_early_exit  # noqa: E402
+from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock
+from jaxit.methods.early_exit import make_early_exit
 
 
 def read_sst2_dev(path, tokenizer, max_length=128, limit=0):
@@ -184,7 +187,7 @@ def main(argv=None):
         rt_t.append(min(runner.run_one(ids, None, never_rt).seconds for _ in range(reps)))
         chain_t.append(min(chained_time(runner, ids) for _ in range(reps)))
     L = cfg.num_layers
-    med = lambda xs: 1e6 * statistics.median(xs)  # noqa: E731
+    med = lambda xs: 1e6 * statistics.median(xs)
     overhead_pipe = (med(full_t) - med(chain_t)) / L
     overhead_rt = (med(rt_t) - med(chain_t)) / L
     # (b): the round-trip loop around null functions (no embedding, no Transformer work):

@@ -10,7 +10,6 @@ data, every layer's outputs kept). Wall clock needs the real runner
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +23,7 @@ from jaxit.encoders.config import EncoderConfig
 from jaxit.encoders.transformer import Encoder
 from jaxit.inference.policies import ExitPolicy, LayerOutput
 from jaxit.methods.early_exit import all_layer_outputs
+from jaxit.metrics import accuracy, f1, macro_f1, mcc, pearson, spearman
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -31,54 +31,19 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 # ----------------------------------------------------------------------------- metrics
 
 
-def accuracy(preds, labels) -> float:
-    return float(np.mean(np.asarray(preds) == np.asarray(labels)))
-
-
-def f1(preds, labels) -> float:
-    p, y = np.asarray(preds) == 1, np.asarray(labels) == 1
-    tp, fp, fn = (p & y).sum(), (p & ~y).sum(), (~p & y).sum()
-    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
-
-
-def mcc(preds, labels) -> float:
-    p, y = np.asarray(preds) == 1, np.asarray(labels) == 1
-    tp, tn = float((p & y).sum()), float((~p & ~y).sum())
-    fp, fn = float((p & ~y).sum()), float((~p & y).sum())
-    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return (tp * tn - fp * fn) / den if den else 0.0
-
-
-def pearson(preds, labels) -> float:
-    p, y = np.asarray(preds, np.float64), np.asarray(labels, np.float64)
-    if p.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(p, y)[0, 1])
-
-
-def spearman(preds, labels) -> float:
-    def rank(x):
-        x = np.asarray(x, np.float64)
-        order = x.argsort(kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        for v in np.unique(x):  # average ties
-            idx = x == v
-            r[idx] = r[idx].mean()
-        return r
-
-    return pearson(rank(preds), rank(labels))
-
-
-METRICS: dict[str, Metric] = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "pearson": pearson,
-                              "spearman": spearman}
+METRICS: dict[str, Metric] = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1,
+                              "mcc": mcc, "pearson": pearson, "spearman": spearman}
 
 
 def get_metric(metric: str | Metric | None, is_regression: bool) -> tuple[str, Metric]:
+    """(name, fn(predictions, labels) -> float): a name from `jaxit.metrics` or a callable;
+    default accuracy (classification) / Pearson (regression)."""
     if metric is None:
         metric = "pearson" if is_regression else "accuracy"
     if callable(metric):
         return getattr(metric, "__name__", "score"), metric
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
     return metric, METRICS[metric]
 
 
@@ -272,7 +237,7 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
 
 
 def plot_tradeoff(curves: Mapping[str, Sequence[dict]], path, full_score: float | None = None,
-                  num_layers: int | None = None, layerwise: Mapping[str, Sequence[float]] = None,
+                  num_layers: int | None = None, layerwise: Mapping[str, Sequence[float]] | None = None,
                   title: str = "", metric_name: str = "score") -> None:
     """PNG: score vs average exit layer and vs FLOPs speed-up, one line per curve; the
     static full model is a star (exit layer L, speed-up 1); optional layer-wise curves."""

@@ -42,6 +42,7 @@ Rules (thresholds are compared as the papers state them):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
@@ -124,7 +125,7 @@ def patience_count(history: Sequence[LayerOutput], regression_threshold: float |
     """PABEE's counter after the last layer: consecutive agreements with the previous layer,
     reset to 0 on any disagreement (0 after layer 1)."""
     count = 0
-    for prev, cur in zip(history[:-1], history[1:]):
+    for prev, cur in itertools.pairwise(history):
         if cur.probs is None:  # regression
             if regression_threshold is None:
                 raise ValueError("patience on a regression task needs regression_threshold")

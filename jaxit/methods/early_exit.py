@@ -168,7 +168,7 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
     n_layers = cfg.num_layers
     if is_regression and num_outputs != 1:
         raise ValueError(f"regression needs num_outputs == 1, got {num_outputs}")
-    stage1_steps = int(round(stage1_fraction * num_steps))
+    stage1_steps = round(stage1_fraction * num_steps)
     use_weights = strategy == "elbert"
 
     def init(rng, encoder_params):
