@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "dev"
     c.data.max_length = 128  # tokens, [CLS]/[SEP] included; longer inputs are truncated
     c.data.buckets = (16, 32, 64, 128)  # padded lengths (capped at max_length): few shapes
+    c.data.sort_chunk = 50  # sort by length within runs of this many batches (less padding)
     c.data.max_train_examples = 0  # 0 = all; else the first N after a seeded shuffle
     c.data.max_eval_examples = 0  # 0 = all
     c.data.synthetic_train = 4000  # synthetic task sizes

@@ -35,7 +35,7 @@ def evaluate(setup: Setup, params, mesh=None) -> dict:
 
     predict = setup.predict_fn
     preds, labels = [], []
-    for batch, valid in setup.eval_batches():
+    for batch, valid in setup.eval_batches(sort_by_length=True):
         b = batch if mesh is None else sharding.shard_batch(batch, mesh)
         out = np.asarray(jax.device_get(predict(params, b._replace(labels=None))))
         keep = np.asarray(valid, bool)

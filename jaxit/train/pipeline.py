@@ -41,7 +41,8 @@ class Setup:
             epoch, offset = divmod(step, self.steps_per_epoch)
             it = iterate_batches(self.train_data, c.train.batch_size, buckets=_buckets(c),
                                  shuffle=True, seed=c.train.seed, epoch=epoch,
-                                 drop_remainder=True, pad_id=self.pad_id)
+                                 drop_remainder=True, pad_id=self.pad_id,
+                                 sort_chunk=c.data.sort_chunk)
             for i, batch in enumerate(it):
                 if i < offset:
                     continue
@@ -50,12 +51,14 @@ class Setup:
                 yield step, batch
                 step += 1
 
-    def eval_batches(self):
+    def eval_batches(self, sort_by_length: bool = False):
+        """(batch, valid) pairs covering the dev split once; in data order unless
+        `sort_by_length` (less padding, for order-free metrics)."""
         from jaxit.data import eval_batches
 
         c = self.config
         return eval_batches(self.eval_data, c.eval_batch_size, buckets=_buckets(c),
-                            pad_id=self.pad_id)
+                            pad_id=self.pad_id, sort_by_length=sort_by_length)
 
     @property
     def pad_id(self) -> int:
