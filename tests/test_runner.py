@@ -124,7 +124,7 @@ def test_regression_exits_with_lte_and_patience():
     """STS-B-shaped data: sentence pairs (token types), float labels in [0, 5]."""
     enc, m, params = make_model(regression=True, lte=True, seed=1)
     data = make_data(20, pairs=True, regression=True, seed=2)
-    runner = EarlyExitRunner(enc, params, 1, True, buckets=BUCKETS)
+    runner = EarlyExitRunner(enc, params, 1, True, buckets=(32,))
     trace = collect_layer_outputs(enc, params, [data], True)
     assert trace.probs is None and trace.lte.shape == (L, 20)
     th = midpoint_threshold(trace.lte[0], 0.5)
