@@ -93,7 +93,7 @@ def test_strategy_losses():
     batch = tiny_batch(regression)
     key = jax.random.PRNGKey(1)
     methods = {s: make_early_exit(enc, c, regression, 10, s, stage1_fraction=0.3)
-               for s in ("joint", "two_stage", "alternating", "pabee", "elbert")}
+               for s in ("joint", "two_stage", "alternating", "pabee", "elbert", "fastbert")}
     params = methods["elbert"].init(key, p)  # a superset of the others' params
     li = np.asarray(layer_losses(enc, params, batch, regression), np.float64)
 
@@ -120,6 +120,14 @@ def test_strategy_losses():
     sig4 = 1 / (1 + np.exp(-4.0))
     ew = np.array([sig4] * (L - 1) + [L - (L - 1) * sig4])
     assert loss("elbert", 0) == pytest.approx(float((ew * li).sum()), rel=1e-5)
+    # FastBERT: stage 1 = L_L; stage 2 = sum_{i<L} KL(p_L || p_i)
+    logits = np.asarray(jax.jit(lambda p, b: all_layer_outputs(enc, p, b).outputs)(
+        params, batch), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    kl = (np.exp(logp[-1])[None] * (logp[-1][None] - logp[:-1])).sum(-1).mean(1).sum()
+    assert loss("fastbert", 2) == pytest.approx(float(li[-1]), rel=1e-5)
+    assert loss("fastbert", 3) == pytest.approx(float(kl), rel=1e-4)
+    assert methods["fastbert"].lr_scale == {"exits": 10.0}
 
 
 def test_regression_joint_lte_loss():
@@ -189,6 +197,10 @@ def test_alternating_with_lte_trains_lte_on_every_step():
 def test_two_stage_gates():
     enc, p = tiny_encoder()
     m = make_early_exit(enc, 2, False, 10, "two_stage", stage1_fraction=0.4)
+    fb = make_early_exit(enc, 2, False, 10, "fastbert", stage1_fraction=0.4)
+    for step in range(10):  # FastBERT's distillation stage freezes like DeeBERT's stage 2
+        assert {k: gate_on(v, step) for k, v in fb.gates.items()} == {
+            k: gate_on(v, step) for k, v in m.gates.items()}
     params = m.init(jax.random.PRNGKey(0), p)
     for step in range(10):
         on = {k: gate_on(v, step) for k, v in m.gates.items()}
@@ -218,7 +230,8 @@ def test_lte_targets_classification_regression_and_stop_gradient():
 def test_registry_builds_every_strategy():
     enc, p = tiny_encoder()
     for name, strategy in [("early_exit", "joint"), ("deebert", "two_stage"),
-                           ("berxit", "alternating"), ("pabee", "pabee"), ("elbert", "elbert")]:
+                           ("berxit", "alternating"), ("pabee", "pabee"), ("elbert", "elbert"),
+                           ("fastbert", "fastbert")]:
         m = make_method(ml_collections.ConfigDict({"name": name}), enc, 2, False, 10)
         assert m.name == f"early_exit/{strategy}"
     mcfg = ml_collections.ConfigDict({"name": "early_exit", "strategy": "alternating",

@@ -32,6 +32,12 @@ Strategies (`method_cfg.strategy`); L_i is the mean task loss of exit i:
 - ``elbert``: sum_i w_i L_i, w_i = sigmoid(t_i) (i < L, t_i init 4), w_L = L - sum_{i<L} w_i.
   t has its own optimizer group "loss_weights" with lr_scale `weights_lr_scale`
   (default 500 = the released code's 1e-2 over the HF default lr 2e-5).
+- ``fastbert`` (self-distillation): stage 1 as Two-stage; stage 2 trains the other exits on
+  sum_{i<L} KL(p_L || p_i) with the final layer's distribution as a stop-gradient teacher
+  (regression: squared distance to the final value), backbone and last head frozen, exits
+  at `distill_lr_scale` (default 10, the released code's 10x). Our exits keep the BERT-style
+  head (pooler + linear), not FastBERT's small self-attention classifiers. Exit with
+  `NormalizedEntropyPolicy` ("speed").
 
 ``lte=True`` adds the LTE loss sum_l mean_batch J_l to every step's loss, in every strategy.
 For Joint and Alternating's all-exit steps this is exactly the paper's substitution
@@ -55,7 +61,7 @@ from jaxit.encoders.transformer import Encoder, mask_bias_from
 from jaxit.heads import all_exit_heads, exit_head, init_exit_heads, task_loss
 from jaxit.methods.base import Method, label_by_top_key
 
-STRATEGIES = ("joint", "two_stage", "alternating", "pabee", "elbert")
+STRATEGIES = ("joint", "two_stage", "alternating", "pabee", "elbert", "fastbert")
 GROUPS = {"encoder": "backbone", "heads/exits": "exits", "heads/final": "final",
           "heads/lte": "lte", "heads/loss_weights": "loss_weights"}
 
@@ -160,7 +166,7 @@ def _opt(mcfg, key, default):
 def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
                     strategy: str = "joint", lte: bool = False, stage1_fraction: float = 0.5,
                     t_init: float = 4.0, weights_lr_scale: float = 500.0,
-                    name: str | None = None) -> Method:
+                    distill_lr_scale: float = 10.0, name: str | None = None) -> Method:
     """A multi-exit `Method` trained with `strategy` (see the module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
@@ -187,6 +193,16 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
             main = jnp.where(step < stage1_steps, last, total - last)
         elif strategy == "alternating":
             main = jnp.where(step % 2 == 0, last, total)
+        elif strategy == "fastbert":
+            teacher = jax.lax.stop_gradient(out.outputs[-1])
+            student = out.outputs[:-1]
+            if is_regression:
+                distill = jnp.square(student[..., 0] - teacher[None, :, 0]).mean(axis=1)
+            else:
+                log_t = jax.nn.log_softmax(teacher.astype(jnp.float32), axis=-1)
+                log_s = jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)
+                distill = (jnp.exp(log_t)[None] * (log_t[None] - log_s)).sum(-1).mean(axis=1)
+            main = jnp.where(step < stage1_steps, last, distill.sum().astype(last.dtype))
         elif strategy == "pabee":
             coef = jnp.arange(1, n_layers + 1, dtype=per_layer.dtype)
             main = (coef * per_layer).sum() / coef.sum()
@@ -213,7 +229,7 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
         return label_by_top_key(params, GROUPS, "backbone")
 
     gates: dict = {"backbone": "train", "final": "train", "exits": "train"}
-    if strategy == "two_stage":
+    if strategy in ("two_stage", "fastbert"):
         gates = {"backbone": lambda s: s < stage1_steps, "final": lambda s: s < stage1_steps,
                  "exits": lambda s: s >= stage1_steps}
     elif strategy == "alternating":
@@ -223,6 +239,8 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
     if lte:
         gates["lte"] = "train"
     lr_scale = {}
+    if strategy == "fastbert" and n_layers > 1:
+        lr_scale["exits"] = float(distill_lr_scale)
     if use_weights:
         gates["loss_weights"] = "train"
         lr_scale["loss_weights"] = float(weights_lr_scale)
@@ -237,13 +255,15 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
 
 # Default strategy per registered name.
 ALIASES = {"early_exit": "joint", "deebert": "two_stage", "berxit": "alternating",
-           "pabee": "pabee", "elbert": "elbert"}
+           "pabee": "pabee", "elbert": "elbert", "fastbert": "fastbert"}
 
 
 def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
                      num_steps: int) -> Method:
     """Registry builder. Options of `mcfg`: strategy, lte, stage1_fraction, t_init,
-    weights_lr_scale (defaults in `make_early_exit`; strategy defaults by method name)."""
+    weights_lr_scale, distill_lr_scale (defaults in `make_early_exit`; the strategy defaults
+    by method name: early_exit joint, deebert two_stage, berxit alternating, pabee, elbert,
+    fastbert)."""
     name = _opt(mcfg, "name", "early_exit")
     strategy = _opt(mcfg, "strategy", ALIASES.get(name, "joint"))
     return make_early_exit(
@@ -252,4 +272,5 @@ def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bo
         stage1_fraction=float(_opt(mcfg, "stage1_fraction", 0.5)),
         t_init=float(_opt(mcfg, "t_init", 4.0)),
         weights_lr_scale=float(_opt(mcfg, "weights_lr_scale", 500.0)),
+        distill_lr_scale=float(_opt(mcfg, "distill_lr_scale", 10.0)),
     )

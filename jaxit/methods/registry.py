@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from jaxit.encoders.transformer import Encoder
 from jaxit.methods.base import Method
