@@ -1,24 +1,23 @@
 """Adaptive inference: exit policies, the batch-1 runner, exit evaluation."""
 
+from jaxit.inference.evaluate_exits import (
+    ExitTrace, collect_layer_outputs, evaluate_policy, exit_report, layerwise_scores,
+    measure_wallclock, plot_tradeoff, simulate_exits, threshold_sweep,
+)
 from jaxit.inference.policies import (
-    ConfidencePolicy,
-    ELBERTPolicy,
-    EntropyPolicy,
-    ExitPolicy,
-    FixedLayerPolicy,
-    LayerOutput,
-    LTEPolicy,
-    NeverExit,
-    NormalizedEntropyPolicy,
-    PatiencePolicy,
-    layer_output,
+    ConfidencePolicy, ELBERTPolicy, EntropyPolicy, ExitPolicy, FixedLayerPolicy, LayerOutput,
+    LTEPolicy, NeverExit, NormalizedEntropyPolicy, PatiencePolicy, device_gate, layer_output,
     make_policy,
 )
-from jaxit.inference.runner import EarlyExitRunner, ExampleResult, RunResults, make_layer_step
+from jaxit.inference.runner import (
+    EarlyExitRunner, ExampleResult, RunResults, make_layer_step, unpack,
+)
 
 __all__ = [
     "ConfidencePolicy", "ELBERTPolicy", "EarlyExitRunner", "EntropyPolicy", "ExampleResult",
-    "ExitPolicy", "FixedLayerPolicy", "LTEPolicy", "LayerOutput", "NeverExit",
-    "NormalizedEntropyPolicy", "PatiencePolicy", "RunResults", "layer_output",
-    "make_layer_step", "make_policy",
+    "ExitPolicy", "ExitTrace", "FixedLayerPolicy", "LTEPolicy", "LayerOutput", "NeverExit",
+    "NormalizedEntropyPolicy", "PatiencePolicy", "RunResults", "collect_layer_outputs",
+    "device_gate", "evaluate_policy", "exit_report", "layer_output", "layerwise_scores",
+    "make_layer_step", "make_policy", "measure_wallclock", "plot_tradeoff", "simulate_exits",
+    "threshold_sweep", "unpack",
 ]
