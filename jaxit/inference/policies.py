@@ -102,23 +102,29 @@ def _prediction(out: LayerOutput):
 # ----------------------------------------------------------------------------- rules
 
 
+# Threshold rules compare in float32, as the runner's device gate does: the model's outputs
+# are float32, and a threshold that float32 cannot represent exactly would otherwise make the
+# host and the device disagree on values within one rounding step of it.
+_f32 = np.float32
+
+
 def entropy_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
-    return entropy(_probs(history[-1])) < threshold
+    return _f32(entropy(_probs(history[-1]))) < _f32(threshold)
 
 
 def normalized_entropy_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
-    return normalized_entropy(_probs(history[-1])) < threshold
+    return _f32(normalized_entropy(_probs(history[-1]))) < _f32(threshold)
 
 
 def confidence_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
-    return float(np.max(_probs(history[-1]))) >= threshold
+    return _f32(np.max(_probs(history[-1]))) >= _f32(threshold)
 
 
 def lte_exit(history: Sequence[LayerOutput], threshold: float) -> bool:
     u = history[-1].lte
     if u is None:
         raise ValueError("the LTE exit rule needs a model with an LTE module (lte=True)")
-    return u >= threshold
+    return _f32(u) >= _f32(threshold)
 
 
 def patience_count(history: Sequence[LayerOutput], regression_threshold: float | None = None):
@@ -169,7 +175,7 @@ def window_criterion(history: Sequence[LayerOutput], window: int = 8, criterion:
 
 def elbert_exit(history: Sequence[LayerOutput], delta: float, window: int = 8,
                 criterion: int = 1, margin: float = 0.0, max_range: float = 0.05) -> bool:
-    if normalized_entropy(_probs(history[-1])) < delta:
+    if _f32(normalized_entropy(_probs(history[-1]))) < _f32(delta):
         return True
     return window_criterion(history, window, criterion, margin, max_range)
 
