@@ -206,6 +206,7 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
     cfg, c = runner.config, runner.num_outputs
     buckets = [runner.bucket(r.num_tokens) for r in static_res]
     padded_full = sum(flops_lib.full_model_flops(cfg, b, c) for b in buckets)
+    L = runner.num_layers
     out = {"static": {"seconds": float(static_t.sum()), "flops": int(full_flops),
                       "us_per_example": 1e6 * float(static_t.mean())}}
     if labels is not None:
@@ -227,7 +228,12 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
             # overheads from the length-bucket padding that both models pay
             "padded_flops_speedup": padded_full / padded,
             "wall_over_padded_flops": wall / (padded_full / padded),
+            # the speed-up if each example's static time shrank in proportion to its layers
+            # (exit_layer / L): separates the runner's overheads from how time, unlike
+            # FLOPs, depends on length (fixed per-layer costs, bucket padding)
+            "layer_time_speedup": float(static_t.sum() / (static_t * layers / L).sum()),
         }
+        out[k]["wall_over_layer_time"] = wall / out[k]["layer_time_speedup"]
         if labels is not None:
             out[k][name] = fn(np.array([r.prediction for r in res]), labels)
     return out

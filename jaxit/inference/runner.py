@@ -206,6 +206,7 @@ class EarlyExitRunner:
         self._true = jax.device_put(np.bool_(True))
         self._no_gate = jax.device_put(np.array([GATE_LAYER, np.inf, GATE_GE], np.float32))
         self._gate_cache: dict = {}
+        self.reruns = 0  # pipelined layers re-run because the device gate disagreed
         self.trace_counts: dict = {}
 
         counts = self.trace_counts
@@ -347,7 +348,8 @@ class EarlyExitRunner:
             nxt = dispatch(layer + 1, h_l, next_active) if layer < last else None
             row, out = self._unpack(packed)
             if row[-1] == 0.0:  # the device gate stopped before this layer, the host did not
-                cur = dispatch(layer, h_in, true)  # (a float32/float64 boundary case): rerun
+                self.reruns += 1  # (a rounding boundary case): run it for real
+                cur = dispatch(layer, h_in, true)
                 continue
             if policy.update(layer, out) or layer == last:
                 return layer, out
