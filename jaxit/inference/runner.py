@@ -227,7 +227,7 @@ class EarlyExitRunner:
             out, _ = exit_head(final_head, hidden[:, 0])
             return out.astype(jnp.float32)
 
-        layer_fn = make_layer_step(encoder, self.is_regression, counts)
+        layer_fn = make_layer_step(encoder, self.is_regression)
 
         def first_step(embed_params, lp, head, lte, inputs, active, layer, gate):
             # embedding fused with layer 1: one dispatch less per example
@@ -240,7 +240,7 @@ class EarlyExitRunner:
             return hidden, bias, packed, next_active
 
         self.embed_step = jax.jit(embed_step)
-        self.layer_step = jax.jit(layer_fn)
+        self.layer_step = jax.jit(make_layer_step(encoder, self.is_regression, counts))
         self.first_step = jax.jit(first_step)
         self.full_step = jax.jit(full_step)
         self._pad_id = cfg.pad_token_id
