@@ -10,7 +10,8 @@ every phase and the trainer never copies params to freeze them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp

@@ -28,11 +28,12 @@ def lr_schedule(peak_lr: float, num_steps: int, warmup_fraction: float) -> optax
 
 
 def decay_mask(params: Any) -> Any:
-    """Weight decay on kernels and embeddings, not on biases or LayerNorm scales (HF)."""
+    """Weight decay on kernels and embeddings, not on biases or LayerNorm scales (HF), nor
+    on ELBERT's loss-weight logits (its released code does not decay them)."""
 
     def mask(path, _):
-        last = getattr(path[-1], "key", str(path[-1]))
-        return last not in ("bias", "scale")
+        keys = [getattr(k, "key", str(k)) for k in path]
+        return keys[-1] not in ("bias", "scale") and "loss_weights" not in keys
 
     return jax.tree_util.tree_map_with_path(mask, params)
 
