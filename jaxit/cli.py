@@ -54,7 +54,11 @@ def _init_distributed():
     if FLAGS.distributed:
         from jaxit.train.sharding import initialize_distributed
 
+        import jax
+
         initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        print(f"jax.distributed: process {jax.process_index()} of {jax.process_count()}, "
+              f"{jax.device_count()} devices in all", flush=True)
 
 
 def _train(argv):
