@@ -99,24 +99,29 @@ def tiny_config() -> ml_collections.ConfigDict:
 
 def demo_config() -> ml_collections.ConfigDict:
     """The README's main job: a small random encoder trained from scratch on the synthetic
-    task, sized to finish in a few minutes on 2 CPU cores."""
+    task, sized to finish in about 3 minutes on 2 CPU cores (both demo methods). Texts are
+    <= 11 tokens, so one 12-token bucket. The medium and hard examples need word order
+    ("not" right before a word); 8 narrow heads learn that left-neighbour look-up much more
+    reliably than 4 wide ones, and so do batches of 64 at lr 1.5e-3 (1500 steps over 48k
+    generated examples) for both BERxiT Alternating and Joint training."""
     c = base_config()
     c.model = "random"
     c.tokenizer = "synthetic"
     c.task = "synthetic"
     c.data.source = "synthetic"
-    c.data.synthetic_train = 6000
+    c.data.synthetic_train = 48000
     c.data.synthetic_dev = 1000
-    c.data.max_length = 32
-    c.data.buckets = (16, 32)
+    c.data.max_length = 12
+    c.data.buckets = (12,)
     c.random_encoder.hidden_size = 64
     c.random_encoder.num_layers = 6
-    c.random_encoder.num_heads = 4
+    c.random_encoder.num_heads = 8
     c.random_encoder.intermediate_size = 128
-    c.train.batch_size = 32
-    c.train.num_epochs = 3.0
-    c.train.learning_rate = 1e-3
+    c.train.batch_size = 64
+    c.train.num_epochs = 2.0
+    c.train.learning_rate = 1.5e-3
+    c.train.warmup_fraction = 0.1
     c.train.weight_decay = 0.01
-    c.eval_batch_size = 128
-    c.log_every = 50
+    c.eval_batch_size = 250
+    c.log_every = 100
     return c

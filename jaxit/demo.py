@@ -15,16 +15,17 @@ import time
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from jaxit.configs import demo_config
-from jaxit.sweep import run_sweep
+from jaxit.sweep import dev_trace, run_sweep
 from jaxit.train.loop import train
 from jaxit.train.pipeline import build_setup
 
 DIFFICULTY = {0: "easy", 1: "medium", 2: "hard"}
 METHODS = {
-    "berxit-alternating": dict(name="berxit", strategy="alternating"),
-    "joint": dict(name="early_exit", strategy="joint"),
+    "berxit-alternating": {"name": "berxit", "strategy": "alternating"},
+    "joint": {"name": "early_exit", "strategy": "joint"},
 }
 
 
@@ -50,11 +51,22 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
                            wallclock_examples=100 if quick else 300,
                            title=f"synthetic / {label}")
         results[label] = {"train_seconds": train_s, "steps": result["step"],
-                          "dev": result["dev"], **_summary(report)}
+                          "dev": result["dev"], **_summary(report),
+                          "layerwise_by_difficulty": layerwise_by_difficulty(setup, state.params)}
     (workdir / "demo.json").write_text(json.dumps(results, indent=2, default=float))
     print(format_table(results))
     print(f"\nwrote {workdir / 'demo.json'} and {workdir}/<method>/tradeoff.png")
     return results
+
+
+def layerwise_by_difficulty(setup, params) -> dict:
+    """Accuracy of every exit on each difficulty level of the dev set (the layer-wise curve
+    split by difficulty: what depth buys on easy vs hard examples)."""
+    trace = dev_trace(setup, params)
+    difficulty = np.asarray(setup.eval_data.difficulty)
+    correct = trace.outputs.argmax(-1) == trace.labels[None, :]  # [L, N]
+    return {DIFFICULTY.get(int(d), str(d)): correct[:, difficulty == d].mean(1).tolist()
+            for d in sorted(set(difficulty.tolist()))}
 
 
 def _summary(report: dict) -> dict:
@@ -72,8 +84,8 @@ def _summary(report: dict) -> dict:
 
 
 def format_table(results: dict) -> str:
-    lines = ["", "jaxit demo: early exit on the synthetic task (dev set); operating point = "
-             "largest FLOPs speed-up within 1 point of the full model", ""]
+    lines = ["", ("jaxit demo: early exit on the synthetic task (dev set); operating point = "
+                  "largest FLOPs speed-up within 1 point of the full model"), ""]
     hdr = (f"{'method':20s} {'policy':11s} {'thresh':>7s} {'acc':>6s} {'full acc':>8s} "
            f"{'avg exit':>8s} {'FLOPs x':>7s} {'wall x':>6s}")
     lines += [hdr, "-" * len(hdr)]
@@ -89,7 +101,10 @@ def format_table(results: dict) -> str:
         cells = ", ".join(f"{DIFFICULTY.get(int(d), d)} {v['avg_exit_layer']:.2f} "
                           f"(acc {v.get('accuracy', float('nan')):.3f})" for d, v in rows.items())
         lines.append(f"  {m:20s} {cells}")
-    lines += ["", "layer-wise accuracy (every example forced to exit at layer l):"]
+    lines += ["", "layer-wise accuracy (every example forced to exit at layer l = 1, 2, ...):"]
     for m, r in results.items():
-        lines.append(f"  {m:20s} " + " ".join(f"{a:.3f}" for a in r["layerwise_accuracy"]))
+        curve = " ".join(f"{a:.3f}" for a in r["layerwise_accuracy"])
+        lines.append(f"  {m:20s} {'all':6s} {curve}")
+        for d, accs in r.get("layerwise_by_difficulty", {}).items():
+            lines.append(f"  {'':20s} {d:6s} " + " ".join(f"{a:.3f}" for a in accs))
     return "\n".join(lines)

@@ -1,20 +1,33 @@
 """A generated sentiment task for the offline demo: no downloads, deterministic from a seed.
 
-Texts are short "reviews" over a ~200-word vocabulary: positive and negative words of
-strength 1 (weak), 2 (medium) or 3 (strong), ~100 neutral filler words, and the negator
-"not". The label is decided by the words alone:
+Texts are short "reviews" (6-9 words) over a ~200-word vocabulary: positive and negative
+words of strength 1 (weak), 2 (medium) or 3 (strong), ~100 neutral filler words, and the
+negator "not". The label is decided by the words and their order alone:
 
     score = sum over sentiment words w of polarity(w) * strength(w) * (-1 if the word
             right before w is "not" else 1);      label = 1 (positive) if score > 0 else 0
 
-and the generator never produces score == 0. Examples differ in how much work that takes:
+The generator never produces score == 0 nor "not not". The three difficulty levels differ in
+what a model has to compute, and so in how deep an encoder has to go:
 
-- easy (difficulty 0):   one strong word among fillers: spotting it decides the label, so an
-                         early layer can answer;
-- medium (difficulty 1): 2-3 words of mixed strength, sometimes one negated; |score| >= 2;
-- hard (difficulty 2):   3-5 weak/medium words of both polarities, 1-2 negations and a
-                         distracting "not" before a filler; |score| == 1, so the answer
-                         needs every word, its strength and its negation (more layers).
+- easy (difficulty 0):   1-2 medium or strong words of the label's polarity and no "not":
+                         a bag-of-words lookup, which [CLS] can read off in one layer.
+- medium (difficulty 1): 2-3 words that all agree once negation is resolved, at least one
+                         of them negated and at least one plain, so their surface polarities
+                         disagree ("not bad ... great"); "not"s before fillers bring the
+                         count of "not"s up to the count of sentiment words. Which word a
+                         "not" belongs to is a word-order question: tokens first look at
+                         their left neighbour, then [CLS] collects the resolved words (two
+                         steps); any one resolved word gives the answer.
+- hard (difficulty 2):   one word, negated half of the time, and always two "not"s ("not
+                         the plot ... not dull" vs "not the plot ... dull ... not a cut"): the
+                         whole label hangs on one word-order relation among look-alike
+                         tokens, with no second word to fall back on.
+
+Within a difficulty, the words a text contains (how many "not"s, which sentiment words, the
+length) are distributed the same for both labels, so no bag of words beats chance on medium
+or hard examples: word order has to be used, which one attention layer does poorly and
+deeper layers learn (see `jaxit demo`'s layer-wise accuracy by difficulty).
 
 `synthetic_tokenizer()` is a `tokenizers` WordLevel tokenizer over this vocabulary with
 BERT's special tokens ([PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4) and BERT's template
@@ -30,6 +43,8 @@ from jaxit.data.example import Example
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NEGATOR = "not"
+MIN_WORDS, MAX_WORDS = 6, 9  # words per text (tokens: + [CLS] and [SEP])
+DEFAULT_MIX = (0.3, 0.35, 0.35)  # easy, medium, hard
 
 # polarity +1 / -1, strength 3 / 2 / 1
 POSITIVE = {
@@ -103,49 +118,38 @@ def _word(rng, polarity: int, strength: int) -> str:
     return table[strength][rng.integers(len(table[strength]))]
 
 
-def _sign(rng) -> int:
-    return 1 if rng.random() < 0.5 else -1
+def _filler(rng) -> str:
+    return NEUTRAL[rng.integers(len(NEUTRAL))]
 
 
-def _items(rng, difficulty: int) -> tuple[list[tuple[int, int, bool]], bool]:
-    """Sentiment items (polarity, strength, negated) meeting the difficulty's rule, and
-    whether to add a distracting "not" before a filler."""
-    while True:
-        if difficulty == 0:
-            items = [(_sign(rng), 3, False)]
-            return items, False
-        if difficulty == 1:
-            k = int(rng.integers(2, 4))
-            items = [(_sign(rng), int(rng.integers(1, 4)), False) for _ in range(k)]
-            if rng.random() < 0.5:
-                j = int(rng.integers(k))
-                items[j] = (items[j][0], items[j][1], True)
-            score = sum(p * s * (-1 if n else 1) for p, s, n in items)
-            if abs(score) >= 2:
-                return items, False
-        else:
-            k = int(rng.integers(3, 6))
-            items = [(_sign(rng), int(rng.integers(1, 3)), False) for _ in range(k)]
-            for j in rng.permutation(k)[:int(rng.integers(1, 3))]:
-                items[j] = (items[j][0], items[j][1], True)
-            pols = {p for p, _, _ in items}
-            score = sum(p * s * (-1 if n else 1) for p, s, n in items)
-            if abs(score) == 1 and len(pols) == 2:
-                return items, True
+def _phrases(rng, difficulty: int, target: int) -> list[list[str]]:
+    """The example's phrases before shuffling and filling (see the module docstring): a
+    sentiment word, with "not" before it when negated, or "not" + a filler (a distractor).
+    Every phrase ends with a word other than "not", so after shuffling each "not" is still
+    right before its own phrase's word, and "not not" never occurs."""
+    sign = 1 if target else -1  # the polarity every word has once negation is resolved
+    if difficulty == 0:
+        return [[_word(rng, sign, int(rng.integers(2, 4)))]
+                for _ in range(int(rng.integers(1, 3)))]
+    if difficulty == 1:
+        n = int(rng.integers(2, 4))
+        negated = [False] * n
+        while not 0 < sum(negated) < n:  # surface polarities must disagree
+            negated = [bool(rng.random() < 0.5) for _ in range(n)]
+    else:
+        negated = [bool(rng.random() < 0.5)]
+    phrases = [[NEGATOR, _word(rng, -sign, int(rng.integers(1, 4)))] if neg
+               else [_word(rng, sign, int(rng.integers(1, 4)))] for neg in negated]
+    # distractors top the "not"s up to a count that does not depend on what is negated
+    n_not = len(negated) if difficulty == 1 else 2
+    return phrases + [[NEGATOR, _filler(rng)] for _ in range(n_not - sum(negated))]
 
 
 def _example(rng, difficulty: int, target: int, guid: str) -> Example:
-    items, distractor = _items(rng, difficulty)
-    score = sum(p * s * (-1 if n else 1) for p, s, n in items)
-    if (score > 0) != bool(target):  # flip every polarity: the score changes sign
-        items = [(-p, s, n) for p, s, n in items]
-    phrases = [[NEGATOR, _word(rng, p, s)] if n else [_word(rng, p, s)] for p, s, n in items]
+    phrases = _phrases(rng, difficulty, target)
     n_words = sum(len(p) for p in phrases)
-    length = int(rng.integers(max(6, n_words + 2), 21))
-    if distractor:
-        phrases.append([NEGATOR, NEUTRAL[rng.integers(len(NEUTRAL))]])
-        n_words += 2
-    phrases += [[NEUTRAL[rng.integers(len(NEUTRAL))]] for _ in range(max(0, length - n_words))]
+    length = int(rng.integers(max(MIN_WORDS, n_words + 1), MAX_WORDS + 1))
+    phrases += [[_filler(rng)] for _ in range(length - n_words)]
     order = rng.permutation(len(phrases))
     text = " ".join(w for j in order for w in phrases[j])
     label = synthetic_label(text)
@@ -154,7 +158,7 @@ def _example(rng, difficulty: int, target: int, guid: str) -> Example:
 
 
 def make_examples(n: int, seed: int, split: str = "train",
-                  mix: tuple[float, float, float] = (0.4, 0.3, 0.3)) -> list[Example]:
+                  mix: tuple[float, float, float] = DEFAULT_MIX) -> list[Example]:
     """`n` examples, deterministic from (seed, split, index): the first k examples are the
     same whatever `n`. Difficulties drawn with probabilities `mix` (easy, medium, hard),
     labels 50/50 at random."""
@@ -174,7 +178,7 @@ def make_examples(n: int, seed: int, split: str = "train",
 
 
 def make_synthetic_task(n_train: int, n_dev: int, seed: int = 0,
-                        mix: tuple[float, float, float] = (0.4, 0.3, 0.3)
+                        mix: tuple[float, float, float] = DEFAULT_MIX
                         ) -> tuple[list[Example], list[Example]]:
     """(train, dev) `Example` lists of the synthetic task; `Example.difficulty` is 0 easy,
     1 medium, 2 hard. Train and dev come from independent streams of `seed`: the dev set for
