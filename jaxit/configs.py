@@ -71,13 +71,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def tiny_config() -> ml_collections.ConfigDict:
-    """A few steps on a tiny random encoder and synthetic data: for tests."""
+def synthetic_base_config() -> ml_collections.ConfigDict:
+    """`base_config` switched to a random encoder on the package's synthetic task."""
     c = base_config()
     c.model = "random"
     c.tokenizer = "synthetic"
     c.task = "synthetic"
     c.data.source = "synthetic"
+    return c
+
+
+def tiny_config() -> ml_collections.ConfigDict:
+    """A few steps on a tiny random encoder and synthetic data: for tests."""
+    c = synthetic_base_config()
     c.data.synthetic_train = 256
     c.data.synthetic_dev = 64
     c.data.max_length = 32
@@ -104,11 +110,7 @@ def demo_config() -> ml_collections.ConfigDict:
     ("not" right before a word); 8 narrow heads learn that left-neighbour look-up much more
     reliably than 4 wide ones, and so do batches of 64 at lr 1.5e-3 (1500 steps over 48k
     generated examples) for both BERxiT Alternating and Joint training."""
-    c = base_config()
-    c.model = "random"
-    c.tokenizer = "synthetic"
-    c.task = "synthetic"
-    c.data.source = "synthetic"
+    c = synthetic_base_config()
     c.data.synthetic_train = 48000
     c.data.synthetic_dev = 1000
     c.data.max_length = 12
