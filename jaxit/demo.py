@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import ml_collections
-import numpy as np
 
 from jaxit.configs import demo_config
-from jaxit.sweep import dev_trace, run_sweep
+from jaxit.sweep import run_sweep
 from jaxit.train.loop import train
 from jaxit.train.pipeline import build_setup
 
@@ -51,22 +50,11 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
                            wallclock_examples=100 if quick else 300,
                            title=f"synthetic / {label}")
         results[label] = {"train_seconds": train_s, "steps": result["step"],
-                          "dev": result["dev"], **_summary(report),
-                          "layerwise_by_difficulty": layerwise_by_difficulty(setup, state.params)}
+                          "dev": result["dev"], **_summary(report)}
     (workdir / "demo.json").write_text(json.dumps(results, indent=2, default=float))
     print(format_table(results))
     print(f"\nwrote {workdir / 'demo.json'} and {workdir}/<method>/tradeoff.png")
     return results
-
-
-def layerwise_by_difficulty(setup, params) -> dict:
-    """Accuracy of every exit on each difficulty level of the dev set (the layer-wise curve
-    split by difficulty: what depth buys on easy vs hard examples)."""
-    trace = dev_trace(setup, params)
-    difficulty = np.asarray(setup.eval_data.difficulty)
-    correct = trace.outputs.argmax(-1) == trace.labels[None, :]  # [L, N]
-    return {DIFFICULTY.get(int(d), str(d)): correct[:, difficulty == d].mean(1).tolist()
-            for d in sorted(set(difficulty.tolist()))}
 
 
 def _summary(report: dict) -> dict:
@@ -80,6 +68,8 @@ def _summary(report: dict) -> dict:
                 "wall_over_flops": p["wallclock"]["wall_over_flops"]} if "wallclock" in p else {})
             for k, p in report["operating_points"].items()},
         "by_difficulty": report.get("by_difficulty", {}),
+        "layerwise_by_difficulty": {DIFFICULTY.get(d, str(d)): accs for d, accs in
+                                    report.get("layerwise_by_difficulty", {}).items()},
     }
 
 

@@ -85,6 +85,9 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
     difficulty = getattr(setup.eval_data, "difficulty", None)
     if difficulty is not None and len(difficulty) == trace.outputs.shape[1]:
         report["by_difficulty"] = exits_by_difficulty(trace, np.asarray(difficulty), chosen)
+        if trace.labels is not None and not trace.is_regression:
+            report["layerwise_by_difficulty"] = layerwise_by_difficulty(
+                trace, np.asarray(difficulty))
     Path(out_dir, "exits.json").write_text(json.dumps(report, indent=2, default=float))
     return report
 
@@ -104,6 +107,13 @@ def exits_by_difficulty(trace: ExitTrace, difficulty: np.ndarray, chosen: dict) 
             rows[int(d)] = row
         out[name] = rows
     return out
+
+
+def layerwise_by_difficulty(trace: ExitTrace, difficulty: np.ndarray) -> dict:
+    """Accuracy of every exit on each difficulty level: {level: [L] accuracies}."""
+    correct = trace.outputs.argmax(-1) == trace.labels[None, :]  # [L, N]
+    return {int(d): correct[:, difficulty == d].mean(1).tolist()
+            for d in sorted(set(difficulty.tolist()))}
 
 
 def setup_buckets(setup) -> tuple[int, ...]:

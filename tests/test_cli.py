@@ -61,4 +61,6 @@ def test_demo_quick(tmp_path):
     for r in demo.values():
         assert len(r["layerwise_accuracy"]) == 6
         assert 0.0 <= r["full_model_accuracy"] <= 1.0
+        assert set(r["layerwise_by_difficulty"]) == {"easy", "medium", "hard"}
+        assert all(len(a) == 6 for a in r["layerwise_by_difficulty"].values())
     assert (tmp_path / "berxit-alternating" / "tradeoff.png").is_file()
