@@ -37,15 +37,21 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Method: "finetune", or an adaptive method (see jaxit.methods.registry.method_names()).
     c.method = ml_collections.ConfigDict()
-    c.method.name = "finetune"  # finetune | early_exit | berxit | deebert | pabee | elbert | fastbert
+    c.method.name = "finetune"  # finetune | early_exit | berxit | deebert | pabee | elbert | fastbert | dact
     # Early exit: joint | two_stage | alternating | pabee | elbert | fastbert; unset = the
     # method name's own (berxit: alternating, deebert: two_stage, ...).
     c.method.strategy = ml_collections.config_dict.placeholder(str)
     c.method.lte = False  # add BERxiT's learning-to-exit module and loss
-    c.method.stage1_fraction = 0.5  # two_stage: fraction of steps in stage 1
+    c.method.stage1_fraction = 0.5  # two_stage/fastbert/dact: fraction of steps in stage 1
     c.method.t_init = 4.0  # elbert: initial loss-weight logits t_i
     c.method.weights_lr_scale = 500.0  # elbert: lr multiplier of t (1e-2 at lr 2e-5)
     c.method.distill_lr_scale = 10.0  # fastbert: lr multiplier of the distilled exits
+    c.method.tau = 5e-3  # dact: ponder penalty tau (paper grid 5e-5 ... 5e-1)
+    c.method.halting_bias = 0.0  # dact: initial bias of the halting units (h = 0.5)
+
+    # A previous run's workdir: start from its best checkpoint's encoder and matching heads
+    # (e.g. DACT stage 2 from a fine-tuned run, with method.stage1_fraction = 0). "" = off.
+    c.init_from = ""
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch, split over all devices

@@ -35,7 +35,8 @@ def embedding_flops(cfg: EncoderConfig, n: int) -> int:
 
 
 def head_flops(cfg: EncoderConfig, num_outputs: int, lte: bool = False) -> int:
-    """One exit head on [CLS]: pooler D->D, output D->C, and the LTE unit D->1."""
+    """One exit head on [CLS]: pooler D->D, output D->C, and a D->1 unit when `lte` (the
+    LTE module or a DACT halting unit: the same cost)."""
     d = cfg.hidden_size
     return 2 * d * d + 2 * d * num_outputs + (2 * d if lte else 0)
 

@@ -54,7 +54,8 @@ class ExitTrace(NamedTuple):
     """Every layer's exit outputs over a data set (host numpy arrays).
 
     outputs [L, N, C]; probs [L, N, C] (None for regression); lte [L, N] or None;
-    labels [N] or None; num_tokens [N] (real tokens, for FLOPs).
+    labels [N] or None; num_tokens [N] (real tokens, for FLOPs); halting [L, N] (DACT
+    halting values) or None.
     """
 
     outputs: np.ndarray
@@ -63,6 +64,7 @@ class ExitTrace(NamedTuple):
     labels: np.ndarray | None
     num_tokens: np.ndarray
     is_regression: bool
+    halting: np.ndarray | None = None
 
     @property
     def num_layers(self) -> int:
@@ -72,7 +74,8 @@ class ExitTrace(NamedTuple):
         """Example i's `LayerOutput` at layer `layer` (1-based), as the runner builds it."""
         l = layer - 1
         return LayerOutput(self.outputs[l, i], None if self.probs is None else self.probs[l, i],
-                           None if self.lte is None else float(self.lte[l, i]))
+                           None if self.lte is None else float(self.lte[l, i]),
+                           None if self.halting is None else float(self.halting[l, i]))
 
     def predictions(self, layer: int) -> np.ndarray:
         out = self.outputs[layer - 1]
@@ -88,25 +91,27 @@ def collect_layer_outputs(encoder: Encoder, params: dict, batches: Iterable[Batc
     def fwd(p, b):
         out = all_layer_outputs(encoder, p, b)
         probs = None if is_regression else jax.nn.softmax(out.outputs.astype(np.float32), -1)
-        return out.outputs.astype(np.float32), probs, out.lte
+        return out.outputs.astype(np.float32), probs, out.lte, out.halting
 
-    outs, probs, ltes, labels, ntok = [], [], [], [], []
+    outs, probs, ltes, halts, labels, ntok = [], [], [], [], [], []
     for b in batches:
         mask = np.asarray(b.attention_mask)
         keep = mask.sum(1) > 0
-        o, p, u = jax.device_get(fwd(params, Batch(*(np.asarray(x) for x in b[:3]))))
+        o, p, u, h = jax.device_get(fwd(params, Batch(*(np.asarray(x) for x in b[:3]))))
         outs.append(o[:, keep])
         if p is not None:
             probs.append(p[:, keep])
         if u is not None:
             ltes.append(u[:, keep])
+        if h is not None:
+            halts.append(h[:, keep])
         if b.labels is not None:
             labels.append(np.asarray(b.labels)[keep])
         ntok.append(mask.sum(1)[keep])
     cat = lambda xs: np.concatenate(xs, axis=1) if xs else None
     return ExitTrace(cat(outs), cat(probs), cat(ltes),
                      np.concatenate(labels) if labels else None,
-                     np.concatenate(ntok).astype(np.int64), is_regression)
+                     np.concatenate(ntok).astype(np.int64), is_regression, cat(halts))
 
 
 # ----------------------------------------------------------------------------- simulating
@@ -114,9 +119,11 @@ def collect_layer_outputs(encoder: Encoder, params: dict, batches: Iterable[Batc
 
 def simulate_exits(trace: ExitTrace, policy: ExitPolicy) -> tuple[np.ndarray, np.ndarray]:
     """(exit layers [N] 1-based, outputs at the exit [N, C]): the runner's decisions, from
-    stored per-layer outputs."""
+    stored per-layer outputs. A policy with an `answer()` (DACT) supplies the outputs."""
     L, n = trace.num_layers, trace.outputs.shape[1]
     exits = np.empty(n, np.int32)
+    outputs = trace.outputs[-1].copy()
+    answer = getattr(policy, "answer", None)
     for i in range(n):
         policy.reset()
         layer = L
@@ -125,7 +132,8 @@ def simulate_exits(trace: ExitTrace, policy: ExitPolicy) -> tuple[np.ndarray, np
                 layer = l
                 break
         exits[i] = layer
-    return exits, trace.outputs[exits - 1, np.arange(n)]
+        outputs[i] = trace.outputs[layer - 1, i] if answer is None else answer()
+    return exits, outputs
 
 
 def _preds(outputs: np.ndarray, is_regression: bool) -> np.ndarray:

@@ -56,21 +56,24 @@ class LayerOutput(NamedTuple):
     outputs: [C] logits, or [1] the regression value
     probs:   [C] softmax of the logits (classification), or None
     lte:     the LTE certainty u, or None when the model has no LTE module
+    halting: the DACT halting value h, or None when the model has no halting units
     """
 
     outputs: np.ndarray
     probs: np.ndarray | None = None
     lte: float | None = None
+    halting: float | None = None
 
 
-def layer_output(outputs, lte=None, is_regression: bool = False) -> LayerOutput:
+def layer_output(outputs, lte=None, is_regression: bool = False, halting=None) -> LayerOutput:
     """Builds a `LayerOutput` from logits (computing the softmax) or a regression value."""
     outputs = np.asarray(outputs, np.float64).reshape(-1)
     probs = None
     if not is_regression:
         z = np.exp(outputs - outputs.max())
         probs = z / z.sum()
-    return LayerOutput(outputs, probs, None if lte is None else float(lte))
+    return LayerOutput(outputs, probs, None if lte is None else float(lte),
+                       None if halting is None else float(halting))
 
 
 # ----------------------------------------------------------------------------- measures
@@ -288,6 +291,70 @@ class ELBERTPolicy(HistoryPolicy):
                  max_range: float = 0.05):
         super().__init__(elbert_exit, delta=delta, window=window, criterion=criterion,
                          margin=margin, max_range=max_range)
+
+
+def dact_can_stop(a: np.ndarray, p: float, layers_left: int, is_regression: bool,
+                  tolerance: float = 0.1, value_range: float = 5.0) -> bool:
+    """DACT's halting bound after a layer with accumulator a [C] (or [1]) and p = p_n.
+
+    Classification (seed 001): the top class c* cannot be overtaken by the runner-up c_ru in
+    the d = `layers_left` remaining layers when a[c*] (1 - p)^d >= a[c_ru] + p d: each later
+    layer scales a by (1 - p_m) >= (1 - p) and adds at most p_m <= p to any class.
+    Regression (our rule): a later layer moves a by p_{m-1} |y_m - a_{m-1}| <= p * range,
+    so stop when p * d * value_range <= tolerance (|a_L - a_n| <= tolerance whenever the
+    heads' values stay within a `value_range`-wide interval, e.g. 5 for STS-B's 0..5).
+    """
+    d = int(layers_left)
+    if d <= 0:
+        return True
+    p = float(p)
+    if is_regression:
+        return p * d * float(value_range) <= float(tolerance)
+    a = np.asarray(a, np.float64)
+    if a.size < 2:
+        return True
+    top2 = np.sort(a)[-2:]
+    return bool(top2[1] * (1.0 - p) ** d >= top2[0] + p * d)
+
+
+class DACTPolicy:
+    """DACT-BERT's exit rule: accumulate a_n, p_n from each layer's head output and halting
+    value (`LayerOutput.halting`), stop when `dact_can_stop`; the answer is a_n
+    (`answer()`: log a_n for classification, so argmax and softmax match a_n; [a_n] for
+    regression). `num_layers` is the model's depth L (d = L - n)."""
+
+    name = "dact"
+
+    def __init__(self, num_layers: int, tolerance: float = 0.1, value_range: float = 5.0):
+        self.num_layers = int(num_layers)
+        self.tolerance, self.value_range = float(tolerance), float(value_range)
+        self.reset()
+
+    def reset(self) -> None:
+        self.a: np.ndarray | None = None
+        self.p = 1.0
+
+    def update(self, layer: int, output: LayerOutput) -> bool:
+        if output.halting is None:
+            raise ValueError("the DACT exit rule needs a model with halting units (method dact)")
+        regression = output.probs is None
+        y = np.asarray(output.outputs if regression else output.probs, np.float64)
+        a = np.zeros_like(y) if self.a is None else self.a
+        self.a = y * self.p + a * (1.0 - self.p)
+        self.p = float(output.halting) * self.p
+        return dact_can_stop(self.a, self.p, self.num_layers - layer, regression,
+                             self.tolerance, self.value_range)
+
+    def answer(self) -> np.ndarray:
+        if self.a is None:
+            raise ValueError("DACTPolicy.answer() before any layer")
+        if self.a.size == 1:
+            return self.a.astype(np.float32)
+        return np.log(np.maximum(self.a, 1e-8)).astype(np.float32)
+
+    def __repr__(self):
+        return (f"DACTPolicy(num_layers={self.num_layers}, tolerance={self.tolerance}, "
+                f"value_range={self.value_range})")
 
 
 class FixedLayerPolicy:

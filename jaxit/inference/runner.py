@@ -51,6 +51,7 @@ from jaxit.inference.policies import (
     NeverExit,
     device_gate,
 )
+from jaxit.methods.dact import halting_value
 from jaxit.methods.early_exit import lte_certainty, stacked_heads
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -64,7 +65,8 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
             -> (hidden [B, T, D], packed [B, K], next_active [] bool)
 
     When `active`, runs block + exit head (+ LTE) and packs, per example, the outputs
-    [C] (logits or value), the softmax [C] (classification), u (with LTE) and a final 1.0
+    [C] (logits or value), the softmax [C] (classification), u (with LTE), the halting value
+    h (when the head carries a DACT "halting" unit) and a final 1.0
     ("this layer ran"); `next_active` is False when the device gate (kind, threshold,
     direction; see `policies.device_gate`) says every example stops here. When not
     `active` (a speculatively dispatched layer after a stop), returns `hidden` unchanged
@@ -90,6 +92,8 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
         if lte is not None:
             u = lte_certainty(lte, pooled).astype(jnp.float32)
             parts.append(u[:, None])
+        if "halting" in head:  # DACT: this layer's halting unit on the raw [CLS] state
+            parts.append(halting_value(head["halting"], hidden[:, 0])[:, None])
         parts.append(jnp.ones((b, 1), jnp.float32))
         layer_f = jnp.broadcast_to(layer.astype(jnp.float32), (b,))
         scores = jnp.stack([max_p, ent, nent, u, layer_f], axis=-1)  # [B, 5], gate kinds
@@ -113,11 +117,15 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
     return layer_step
 
 
-def unpack(row: np.ndarray, num_outputs: int, is_regression: bool, has_lte: bool) -> LayerOutput:
+def unpack(row: np.ndarray, num_outputs: int, is_regression: bool, has_lte: bool,
+           has_halting: bool = False) -> LayerOutput:
     """One example's packed row -> `LayerOutput`."""
     c = num_outputs
     probs = None if is_regression else row[c:2 * c]
-    return LayerOutput(row[:c], probs, float(row[-2]) if has_lte else None)
+    i = c if is_regression else 2 * c
+    lte = float(row[i]) if has_lte else None
+    halting = float(row[i + int(has_lte)]) if has_halting else None
+    return LayerOutput(row[:c], probs, lte, halting)
 
 
 @dataclasses.dataclass
@@ -198,7 +206,10 @@ class EarlyExitRunner:
         # Sliced once here, never per call.
         self._embed_params = {k: v for k, v in enc.items() if k not in ("layers", "pooler")}
         self._layers = [encoder.layer_params(enc, i) for i in range(self.num_layers)]
-        stacked = stacked_heads(heads)
+        stacked = stacked_heads({"exits": heads["exits"], "final": heads["final"]})
+        self.has_halting = "halting" in heads
+        if self.has_halting:  # DACT: each layer's halting unit travels with its exit head
+            stacked = {**stacked, "halting": heads["halting"]}
         self._heads = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(self.num_layers)]
         self._lte = heads.get("lte")
         self._final_head = heads["final"]
@@ -300,9 +311,12 @@ class EarlyExitRunner:
             layer, out = self._loop(first, policy)
         else:
             layer, out = self._pipelined_loop(first, policy, gate)
+        answer = getattr(policy, "answer", None)  # DACT answers from its accumulator
+        outputs = np.array(out.outputs if answer is None else answer())
         seconds = time.perf_counter() - start
-        flops = flops_lib.early_exit_flops(self.config, n, layer, self.num_outputs, self.has_lte)
-        return ExampleResult(np.array(out.outputs), layer, flops, seconds, n)
+        flops = flops_lib.early_exit_flops(self.config, n, layer, self.num_outputs,
+                                           self.has_lte or self.has_halting)
+        return ExampleResult(outputs, layer, flops, seconds, n)
 
     def _gate(self, policy):
         g = device_gate(policy)
@@ -315,9 +329,8 @@ class EarlyExitRunner:
 
     def _unpack(self, packed) -> tuple[np.ndarray, LayerOutput]:
         row = np.asarray(packed)[0]
-        c = self.num_outputs
-        return row, LayerOutput(row[:c], None if self.is_regression else row[c:2 * c],
-                                float(row[-2]) if self.has_lte else None)
+        return row, unpack(row, self.num_outputs, self.is_regression, self.has_lte,
+                           self.has_halting)
 
     def _loop(self, first, policy):
         """One host round trip per layer."""

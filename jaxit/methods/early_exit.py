@@ -72,11 +72,13 @@ class LayerOutputs(NamedTuple):
     outputs: [L, B, C] logits (classification) or values (regression, C = 1)
     lte:     [L, B] LTE certainty u_l, or None when the model has no LTE module
     pooled:  [L, B, D] the exit heads' pooled [CLS] states
+    halting: [L, B] DACT halting values h_l (params with heads["halting"]), or None
     """
 
     outputs: jnp.ndarray
     lte: jnp.ndarray | None
     pooled: jnp.ndarray
+    halting: jnp.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- params
@@ -131,7 +133,12 @@ def all_layer_outputs(encoder: Encoder, params: dict, batch: Batch,
     outputs, pooled = all_exit_heads(stacked_heads(heads), cls, r_head,
                                      encoder.config.hidden_dropout)
     u = lte_certainty(heads["lte"], pooled) if "lte" in heads else None
-    return LayerOutputs(outputs, u, pooled)
+    halt = None
+    if "halting" in heads:  # DACT: one halting unit per layer on the raw [CLS] state
+        from jaxit.methods.dact import halting_value
+
+        halt = jax.vmap(halting_value)(heads["halting"], cls)
+    return LayerOutputs(outputs, u, pooled, halt)
 
 
 def lte_targets(outputs: jnp.ndarray, labels: jnp.ndarray, is_regression: bool):

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from jaxit.encoders.transformer import Encoder
 from jaxit.methods.base import Method
 from jaxit.methods.early_exit import ALIASES as _EARLY_EXIT_NAMES
+from jaxit.methods.dact import build_dact
 from jaxit.methods.early_exit import build_early_exit
 from jaxit.methods.finetune import make_finetune
 
 # name -> builder(method_cfg, encoder, num_outputs, is_regression, num_steps) -> Method
 _BUILDERS: dict[str, Callable[..., Method]] = {
     "finetune": lambda mcfg, enc, n_out, is_reg, num_steps: make_finetune(enc, n_out, is_reg),
+    "dact": build_dact,
 }
 
 

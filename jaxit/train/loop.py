@@ -73,6 +73,10 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     sharding.check_batch_size(config.train.batch_size, mesh)
 
     params = method.init(jax.random.PRNGKey(config.train.seed + 1), setup.encoder_params)
+    if config.get("init_from"):
+        from jaxit.train.init_from import init_from_run
+
+        params = init_from_run(params, config.init_from)
     tx, labels = make_optimizer(config.train, method, params, num_steps)
     state = init_state(params, tx, config.train.seed)
     best_metric = config.best_metric or task.metrics[0]
