@@ -46,6 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.t_init = 4.0  # elbert: initial loss-weight logits t_i
     c.method.weights_lr_scale = 500.0  # elbert: lr multiplier of t (1e-2 at lr 2e-5)
     c.method.distill_lr_scale = 10.0  # fastbert: lr multiplier of the distilled exits
+    # lr multiplier of the intermediate exit heads (and DACT's halting units). 1 = the papers.
+    # Short schedules on MiniLM need more: its [CLS] is nearly constant across inputs in
+    # layers 1-4 (a sentence-transformers checkpoint, trained with mean pooling), so exits
+    # there must amplify small differences; at lr 5e-5 for 500 steps they stay at chance.
+    c.method.exits_lr_scale = 1.0
     c.method.tau = 5e-3  # dact: ponder penalty tau (paper grid 5e-5 ... 5e-1)
     c.method.halting_bias = 0.0  # dact: initial bias of the halting units (h = 0.5)
 

@@ -18,7 +18,7 @@ from jaxit.inference.evaluate_exits import (
     measure_wallclock,
     simulate_exits,
 )
-from jaxit.inference.policies import make_policy
+from jaxit.inference.policies import DACTPolicy, make_policy
 from jaxit.inference.runner import EarlyExitRunner
 
 DEFAULT_POLICIES = ("confidence", "entropy", "patience")
@@ -51,6 +51,25 @@ def pick_operating_point(points: Sequence[dict], full_score: float, tolerance: f
                                                                      key=lambda p: p["score"])
 
 
+def policy_for(name: str, threshold, num_layers: int):
+    """`make_policy`, plus "dact" (its threshold is the regression tolerance)."""
+    if name == "dact":
+        return DACTPolicy(num_layers, tolerance=float(threshold))
+    return make_policy(name, threshold)
+
+
+def dact_full_score(trace: ExitTrace, metric) -> float:
+    """The score of a DACT model's full-depth output a_L, from a trace with halting values."""
+    from jaxit.inference.evaluate_exits import get_metric
+    from jaxit.methods.dact import accumulate, exit_values
+
+    y = exit_values(trace.outputs, trace.is_regression)
+    a, _ = accumulate(y, trace.halting)
+    a_last = np.asarray(a[-1])
+    preds = a_last[:, 0] if trace.is_regression else a_last.argmax(-1)
+    return get_metric(metric, trace.is_regression)[1](preds, trace.labels)
+
+
 def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES,
               tolerance: float = 0.01, wallclock_examples: int = 200, title: str = "") -> dict:
     """Writes exits.json + tradeoff.png under out_dir and returns the report, with an
@@ -59,13 +78,27 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
     cfg = setup.method.encoder.config
     trace = dev_trace(setup, params)
     metric = setup.task.primary_metric
+    L = trace.num_layers
+    policies = list(policies)
+    if trace.halting is not None and "dact" not in policies:
+        policies.append("dact")  # a DACT model: its own halting rule, next to the others
     sweeps = {}
     for name in policies:
         if name == "lte" and trace.lte is None:
             continue
-        sweeps[name] = (lambda t, name=name: make_policy(name, t), default_thresholds(name))
+        if name == "dact" and trace.halting is None:
+            continue
+        thresholds = default_thresholds(name)
+        if name == "dact" and not trace.is_regression:
+            thresholds = [0.0]  # the halting bound has no threshold for classification
+        sweeps[name] = (lambda t, name=name: policy_for(name, t, L), thresholds)
     report = exit_report(cfg, trace, sweeps, out_dir, metric=metric, title=title)
     full = report["full_model_score"]
+    if trace.halting is not None and trace.labels is not None:
+        # DACT's own full-depth output is a_L, the mix of every exit (not the last head)
+        report["dact_full_score"] = dact_full_score(trace, metric)
+        if "dact" in report["sweeps"]:
+            report["full_model_score"] = full = report["dact_full_score"]
     chosen = {name: pick_operating_point(report["sweeps"][name], full, tolerance)
               for name in sweeps}
     wall = None
@@ -76,7 +109,7 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
         examples = dev_examples(setup, wallclock_examples)
         labels = trace.labels[:len(examples)] if trace.labels is not None else None
         wall = measure_wallclock(
-            runner, examples, {n: make_policy(n, p["threshold"]) for n, p in chosen.items()},
+            runner, examples, {n: policy_for(n, p["threshold"], L) for n, p in chosen.items()},
             labels=labels, metric=metric)
     report["operating_points"] = {
         n: {**p, **({"wallclock": wall[n]} if wall else {})} for n, p in chosen.items()}
@@ -96,7 +129,8 @@ def exits_by_difficulty(trace: ExitTrace, difficulty: np.ndarray, chosen: dict) 
     """Per policy and difficulty level: average exit layer and accuracy at the chosen point."""
     out = {}
     for name, point in chosen.items():
-        exits, outs = simulate_exits(trace, make_policy(name, point["threshold"]))
+        exits, outs = simulate_exits(trace, policy_for(name, point["threshold"],
+                                                       trace.num_layers))
         preds = outs.argmax(-1) if not trace.is_regression else outs[:, 0]
         rows = {}
         for d in sorted(set(difficulty.tolist())):

@@ -10,7 +10,8 @@ RUNS=${1:-runs/real}
 SHARED=${JAXIT_SHARED:-../shared}
 CFG=experiments/configs/finetune.py
 COMMON=(--config.model="$SHARED/models/all-MiniLM-L6-v2" --config.progress=False
-        --config.keep_checkpoints=1 --config.save_every=100 --config.train.learning_rate=5e-5)
+        --config.keep_checkpoints=1 --config.save_every=100 --config.train.learning_rate=5e-5
+        --config.method.exits_lr_scale=20)
 
 run() {  # run NAME POLICIES ARGS...: train then sweep
   local name=$1 policies=$2; shift 2

@@ -149,7 +149,7 @@ def layerwise_scores(trace: ExitTrace, metric: str | Metric | None = None) -> li
 def exit_flops(cfg: EncoderConfig, trace: ExitTrace, exits: np.ndarray) -> tuple[int, int]:
     """(adaptive FLOPs, static full-model FLOPs), summed over examples."""
     c = trace.outputs.shape[-1]
-    lte = trace.lte is not None
+    lte = trace.lte is not None or trace.halting is not None  # a D->1 unit per layer
     adaptive = sum(flops_lib.early_exit_flops(cfg, int(n), int(e), c, lte)
                    for n, e in zip(trace.num_tokens, exits))
     full = sum(flops_lib.full_model_flops(cfg, int(n), c) for n in trace.num_tokens)
@@ -225,7 +225,8 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
         wall = float(static_t.sum() / ad_t[k].sum())
         fsp = full_flops / fl
         layers = np.array([r.exit_layer for r in res])
-        padded = sum(flops_lib.early_exit_flops(cfg, b, int(r.exit_layer), c, runner.has_lte)
+        unit = runner.has_lte or getattr(runner, "has_halting", False)
+        padded = sum(flops_lib.early_exit_flops(cfg, b, int(r.exit_layer), c, unit)
                      for b, r in zip(buckets, res))
         out[k] = {
             "seconds": float(ad_t[k].sum()), "flops": int(fl),
@@ -304,6 +305,8 @@ def default_thresholds(policy: str) -> list[float]:
         return [1.01, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.0]
     if policy == "patience":
         return [0, 1, 2, 3, 4, 5, 6]
+    if policy == "dact":  # regression tolerance on |a_L - a_n| (classification: unused)
+        return [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
     raise ValueError(f"no default thresholds for policy {policy!r}")
 
 

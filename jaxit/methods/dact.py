@@ -141,7 +141,7 @@ def answer_outputs(a: jnp.ndarray, is_regression: bool) -> jnp.ndarray:
 
 def make_dact(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
               tau: float = 5e-3, stage1_fraction: float = 0.5, halting_bias: float = 0.0,
-              name: str = "dact") -> Method:
+              exits_lr_scale: float = 1.0, name: str = "dact") -> Method:
     """A DACT-BERT `Method` (see the module docstring)."""
     if tau < 0:
         raise ValueError(f"dact: tau must be >= 0, got {tau}")
@@ -179,18 +179,21 @@ def make_dact(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps
         gates = {k: "train" for k in gates}
     if cfg.num_layers == 1:
         gates.pop("exits")
+    lr_scale = {} if exits_lr_scale == 1.0 else {"exits": float(exits_lr_scale),
+                                                 "halting": float(exits_lr_scale)}
     return Method(
         name=name, encoder=encoder, is_regression=is_regression, num_outputs=num_outputs,
         init=init, loss=loss, predict=predict,
         param_labels=lambda params: label_by_top_key(params, GROUPS, "backbone"),
-        gates=gates)
+        gates=gates, lr_scale=lr_scale)
 
 
 def build_dact(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
                num_steps: int) -> Method:
     """Registry builder. Options of `mcfg`: tau (default 5e-3), stage1_fraction (0.5),
-    halting_bias (0.0)."""
+    halting_bias (0.0), exits_lr_scale (1.0: lr multiplier of the exits and halting units)."""
     return make_dact(encoder, num_outputs, is_regression, num_steps,
                      tau=float(_opt(mcfg, "tau", 5e-3)),
                      stage1_fraction=float(_opt(mcfg, "stage1_fraction", 0.5)),
-                     halting_bias=float(_opt(mcfg, "halting_bias", 0.0)))
+                     halting_bias=float(_opt(mcfg, "halting_bias", 0.0)),
+                     exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)))

@@ -173,7 +173,8 @@ def _opt(mcfg, key, default):
 def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
                     strategy: str = "joint", lte: bool = False, stage1_fraction: float = 0.5,
                     t_init: float = 4.0, weights_lr_scale: float = 500.0,
-                    distill_lr_scale: float = 10.0, name: str | None = None) -> Method:
+                    distill_lr_scale: float = 10.0, exits_lr_scale: float = 1.0,
+                    name: str | None = None) -> Method:
     """A multi-exit `Method` trained with `strategy` (see the module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
@@ -246,8 +247,10 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
     if lte:
         gates["lte"] = "train"
     lr_scale = {}
+    if n_layers > 1 and exits_lr_scale != 1.0:
+        lr_scale["exits"] = float(exits_lr_scale)
     if strategy == "fastbert" and n_layers > 1:
-        lr_scale["exits"] = float(distill_lr_scale)
+        lr_scale["exits"] = float(distill_lr_scale) * float(exits_lr_scale)
     if use_weights:
         gates["loss_weights"] = "train"
         lr_scale["loss_weights"] = float(weights_lr_scale)
@@ -268,7 +271,7 @@ ALIASES = {"early_exit": "joint", "deebert": "two_stage", "berxit": "alternating
 def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
                      num_steps: int) -> Method:
     """Registry builder. Options of `mcfg`: strategy, lte, stage1_fraction, t_init,
-    weights_lr_scale, distill_lr_scale (defaults in `make_early_exit`; the strategy defaults
+    weights_lr_scale, distill_lr_scale, exits_lr_scale (defaults in `make_early_exit`; the strategy defaults
     by method name: early_exit joint, deebert two_stage, berxit alternating, pabee, elbert,
     fastbert)."""
     name = _opt(mcfg, "name", "early_exit")
@@ -280,4 +283,5 @@ def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bo
         t_init=float(_opt(mcfg, "t_init", 4.0)),
         weights_lr_scale=float(_opt(mcfg, "weights_lr_scale", 500.0)),
         distill_lr_scale=float(_opt(mcfg, "distill_lr_scale", 10.0)),
+        exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)),
     )
