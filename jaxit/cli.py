@@ -5,6 +5,7 @@
     jaxit eval  --config=... --workdir=runs/sst2 [--checkpoint=best|latest]
     jaxit sweep --config=... --workdir=runs/sst2_berxit [--policies=confidence,entropy]
     jaxit demo  [--workdir=runs/demo]
+    jaxit interpret --config=... --workdir=runs/sst2_dact [--examples=5] [--ig_steps=50]
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ flags.DEFINE_float("tolerance", 0.01, "sweep: operating point = largest FLOPs sp
                    "this score loss of the full model")
 flags.DEFINE_integer("wallclock_examples", 200, "sweep: dev examples timed by the batch-1 runner")
 flags.DEFINE_bool("quick", False, "demo: a smaller, faster run (for smoke tests)")
+flags.DEFINE_integer("examples", 5, "interpret: dev examples to attribute with Integrated "
+                     "Gradients (heatmaps)")
+flags.DEFINE_integer("ig_steps", 50, "interpret: Integrated Gradients steps (trapezoid rule)")
 
-COMMANDS = ("train", "eval", "sweep", "demo")
+COMMANDS = ("train", "eval", "sweep", "demo", "interpret")
 
 
 def _usage() -> str:
@@ -72,12 +76,22 @@ def _train(argv):
     print(json.dumps(result, indent=2, default=float))
 
 
+def _run_config():
+    """--config, or (for commands on a trained run) the config saved in --workdir."""
+    if FLAGS.config is not None:
+        return FLAGS.config
+    workdir = _need("workdir", FLAGS.workdir)
+    from jaxit.configs import config_from_run
+
+    return config_from_run(workdir)
+
+
 def _eval(argv):
     del argv
     _init_distributed()
     from jaxit.train.evaluate import evaluate_checkpoint
 
-    config = _need("config", FLAGS.config)
+    config = _run_config()
     workdir = _need("workdir", FLAGS.workdir)
     metrics = evaluate_checkpoint(config, workdir, which=FLAGS.checkpoint)
     print(json.dumps(metrics, indent=2, default=float))
@@ -87,7 +101,7 @@ def _sweep(argv):
     del argv
     from jaxit.sweep import sweep_checkpoint
 
-    config = _need("config", FLAGS.config)
+    config = _run_config()
     workdir = _need("workdir", FLAGS.workdir)
     report = sweep_checkpoint(config, workdir, which=FLAGS.checkpoint, policies=FLAGS.policies,
                               tolerance=FLAGS.tolerance,
@@ -105,6 +119,19 @@ def _demo(argv):
     run_demo(FLAGS.workdir or "runs/demo", quick=FLAGS.quick)
 
 
+def _interpret(argv):
+    del argv
+    from jaxit.interpret.report import interpret_checkpoint
+
+    config = _need("config", FLAGS.config)
+    workdir = _need("workdir", FLAGS.workdir)
+    summary = interpret_checkpoint(config, workdir, which=FLAGS.checkpoint,
+                                   num_examples=FLAGS.examples, ig_steps=FLAGS.ig_steps)
+    print(json.dumps(summary, indent=2, default=float))
+    print(f"wrote {summary['out_dir']}/ (attributions.html, exit_histogram.png, "
+          "attention_entropy.png, pruning.json, summary.json)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -117,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-    fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo}[cmd]
+    fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo,
+          "interpret": _interpret}[cmd]
     app.run(fn, argv=[f"jaxit {cmd}"] + argv[2:])
 
 

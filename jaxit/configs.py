@@ -138,3 +138,17 @@ def demo_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 250
     c.log_every = 100
     return c
+
+
+def config_from_run(workdir) -> ml_collections.ConfigDict:
+    """The config a run was trained with (its `hparams.json`), so that `jaxit eval/sweep` and
+    benchmarks can restore it without repeating the training flags."""
+    import json
+
+    from jaxit.train.checkpoint import workdir_path
+
+    path = workdir_path(workdir) / "hparams.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a jaxit run directory "
+                                "(pass --config with the training flags instead)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))

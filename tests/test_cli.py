@@ -41,8 +41,9 @@ def test_train_eval_sweep_tiny(tmp_path):
     ev = jaxit("eval", f"--config={CONFIG}", f"--workdir={wd}", *over).stdout
     assert json.loads(ev[ev.index("{"):])["accuracy"] == pytest.approx(
         json.load(open(tmp_path / "run" / "eval_best.json"))["accuracy"])
-    sw = jaxit("sweep", f"--config={CONFIG}", f"--workdir={wd}", *over,
-               "--policies=confidence", "--wallclock_examples=5").stdout
+    # without --config, eval/sweep use the run's own saved config (hparams.json)
+    sw = jaxit("sweep", f"--workdir={wd}", "--policies=confidence",
+               "--wallclock_examples=5").stdout
     assert "operating_points" in sw
     report = json.load(open(tmp_path / "run" / "sweep" / "exits.json"))
     assert len(report["layerwise"]) == 2

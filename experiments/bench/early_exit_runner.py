@@ -1,7 +1,7 @@
 """Benchmark: the batch-1 early-exit runner on MiniLM-L6 and SST-2 dev.
 
     python experiments/bench/early_exit_runner.py [--num_examples 872] [--repeats 2]
-        [--workdir RUN_DIR --config CONFIG_FILE]   # a trained multi-exit checkpoint
+        [--workdir RUN_DIR]   # a trained multi-exit or DACT run (its hparams.json config)
 
 Reports, for a few exit thresholds, the wall-clock speed-up of the runner over the static
 full model (one jitted call per example, same process, same length buckets), the FLOPs
@@ -49,6 +49,7 @@ from jaxit.inference import (
     NeverExit,
 )
 from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock
+from jaxit.inference.policies import DACTPolicy
 from jaxit.methods.early_exit import make_early_exit
 
 
@@ -73,10 +74,15 @@ def load_params(args, enc_params, encoder):
 
         from jaxit.train.evaluate import restore_params
 
-        spec = importlib.util.spec_from_file_location("cfg", args.config)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        config = mod.get_config()
+        if args.config:
+            spec = importlib.util.spec_from_file_location("cfg", args.config)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            config = mod.get_config()
+        else:  # the run's own hparams.json
+            from jaxit.configs import config_from_run
+
+            config = config_from_run(args.workdir)
         _, params = restore_params(config, args.workdir)
         return params, False
     method = make_early_exit(encoder, 2, False, 1, "joint")
@@ -150,8 +156,8 @@ def main(argv=None):
                     help="random heads: thresholds chosen to give these average exit layers")
     ap.add_argument("--json", default="", help="also write the measurements to this file")
     ap.add_argument("--buckets", default="16,32,64,128", help="padded lengths")
-    ap.add_argument("--workdir", default="", help="trained multi-exit run (with --config)")
-    ap.add_argument("--config", default="")
+    ap.add_argument("--workdir", default="", help="trained multi-exit or DACT run")
+    ap.add_argument("--config", default="", help="config file (default: the run's hparams.json)")
     args = ap.parse_args(argv)
 
     model_dir = resources.model_dir()
@@ -177,6 +183,8 @@ def main(argv=None):
     mid = thresholds[len(thresholds) // 2]
     policies[f"confidence>={mid:.4g}, round trip"] = RoundTrip(ConfidencePolicy(mid))
     policies.update({f"fixed layer {k}": FixedLayerPolicy(k) for k in (2, 4)})
+    if "halting" in params["heads"]:  # a DACT model: its own halting rule
+        policies["dact halting bound"] = DACTPolicy(cfg.num_layers)
     policies["never exit (L=6)"] = NeverExit()
     policies["never exit (L=6), round trip"] = RoundTrip(NeverExit())
     t0 = time.perf_counter()
