@@ -16,6 +16,9 @@ def base_config() -> ml_collections.ConfigDict:
         hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128,
         max_position_embeddings=128,
     ))
+    # Keep only the first N layers of the pretrained encoder (0 = all): BERxiT's "Limit"
+    # baseline (truncate to N layers, then fine-tune).
+    c.truncate_layers = 0
     # Tokenizer: "" reads it from `model`; "synthetic" is the demo task's word tokenizer.
     c.tokenizer = ""
     # Task name from the registry (jaxit.data.tasks), e.g. sst2, mrpc, stsb, rte, synthetic.

@@ -299,3 +299,21 @@ def test_bad_tau():
     enc, _, _ = make_model()
     with pytest.raises(ValueError, match="tau"):
         make_dact(enc, 2, False, 10, tau=-1.0)
+
+
+def test_truncate_layers_keeps_the_first_layers(minilm_dir):
+    """BERxiT's Limit baseline: the truncated encoder is the first N layers, unchanged."""
+    from jaxit.encoders import load_pretrained
+    from jaxit.train.pipeline import truncate_layers
+
+    cfg, params = load_pretrained(minilm_dir)
+    small_cfg, small = truncate_layers(cfg, params, 2)
+    assert small_cfg.num_layers == 2
+    np.testing.assert_array_equal(small["layers"]["qkv"]["kernel"],
+                                  params["layers"]["qkv"]["kernel"][:2])
+    batch = make_batch(n=3, seed=1)
+    full = make_encoder(cfg).forward_all(params, batch)["hidden"]
+    cut = make_encoder(small_cfg).forward_all(small, batch)["hidden"]
+    np.testing.assert_allclose(cut, full[:2], atol=1e-5)
+    with pytest.raises(ValueError, match="truncate_layers"):
+        truncate_layers(cfg, params, 7)

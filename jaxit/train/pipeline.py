@@ -85,7 +85,21 @@ def load_encoder(config, vocab_size: int | None = None) -> tuple[EncoderConfig, 
             embedding_size=r.hidden_size // 2 if r.model_type == "albert" else None,
             pad_token_id=0)
         return cfg, jax.device_get(init_params(cfg, jax.random.PRNGKey(config.train.seed)))
-    return load_pretrained(config.model)
+    cfg, params = load_pretrained(config.model)
+    keep = int(config.get("truncate_layers", 0) or 0)
+    if keep:
+        cfg, params = truncate_layers(cfg, params, keep)
+    return cfg, params
+
+
+def truncate_layers(cfg: EncoderConfig, params: dict, keep: int) -> tuple[EncoderConfig, dict]:
+    """The first `keep` layers of a pretrained encoder (BERxiT's "Limit" baseline: truncate,
+    then fine-tune). ALBERT's shared layer is kept as is; only the depth changes."""
+    if not 1 <= keep <= cfg.num_layers:
+        raise ValueError(f"truncate_layers must be in 1..{cfg.num_layers}, got {keep}")
+    if not cfg.shared_layers:
+        params = {**params, "layers": jax.tree.map(lambda x: x[:keep], params["layers"])}
+    return cfg.replace(num_layers=keep), params
 
 
 def load_run_tokenizer(config):
