@@ -7,7 +7,9 @@ ALBERT's embedding projection costs 2nED; embedding lookups, LayerNorms, softmax
 activations and bias adds are not counted (XLA's cost analysis counts them too: the test
 bounds the difference, a few percent).
 
-With token dropping, pass the per-layer token counts to `encoder_flops`.
+With token dropping, pass the per-layer token counts to `encoder_flops`; AdapLeR's
+contribution predictors (an MLP D->32->1 per token) add `contribution_predictor_flops`
+(`token_drop_flops` sums it all).
 """
 
 from __future__ import annotations
@@ -58,6 +60,26 @@ def early_exit_flops(cfg: EncoderConfig, n: int, exit_layer: int, num_outputs: i
                      lte: bool = False) -> int:
     """A multi-exit model that ran layers 1..exit_layer and every one of their heads."""
     return encoder_flops(cfg, [n] * exit_layer) + exit_layer * head_flops(cfg, num_outputs, lte)
+
+
+def contribution_predictor_flops(cfg: EncoderConfig, n: int, hidden: int = 32) -> int:
+    """One AdapLeR contribution predictor (dense D->hidden, dense hidden->1) on n tokens; the
+    GELU and the softmax over tokens are not counted (as activations elsewhere)."""
+    return n * (2 * cfg.hidden_size * hidden + 2 * hidden)
+
+
+def token_drop_flops(cfg: EncoderConfig, n: int, tokens_per_layer: Sequence[int],
+                     num_outputs: int, cp_hidden: int = 32) -> int:
+    """AdapLeR at inference on an n-token input: the embedding on n tokens, layer l on
+    tokens_per_layer[l - 1], the contribution predictor in front of every layer (CP 0 on
+    the n embedded tokens, CP l on the tokens layer l ran on) and the last layer's head."""
+    if len(tokens_per_layer) != cfg.num_layers:
+        raise ValueError(f"tokens_per_layer has {len(tokens_per_layer)} entries for "
+                         f"{cfg.num_layers} layers")
+    cp_inputs = [n] + list(tokens_per_layer[:-1])
+    return (embedding_flops(cfg, n) + sum(layer_flops(cfg, k) for k in tokens_per_layer)
+            + sum(contribution_predictor_flops(cfg, k, cp_hidden) for k in cp_inputs)
+            + head_flops(cfg, num_outputs))
 
 
 def speedup(full: Sequence[int] | int, adaptive: Sequence[int] | int) -> float:

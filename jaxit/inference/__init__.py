@@ -1,4 +1,5 @@
-"""Adaptive inference: exit policies, the batch-1 runner, exit evaluation."""
+"""Adaptive inference: exit policies, the batch-1 runners (early exit, token dropping), exit
+evaluation."""
 
 from jaxit.inference.evaluate_exits import (
     ExitTrace, collect_layer_outputs, evaluate_policy, exit_report, layerwise_scores,
@@ -12,11 +13,15 @@ from jaxit.inference.policies import (
 from jaxit.inference.runner import (
     EarlyExitRunner, ExampleResult, RunResults, make_layer_step, unpack,
 )
+from jaxit.inference.token_drop import (
+    TokenDropResult, TokenDropResults, TokenDropRunner, compare_with_static,
+)
 
 __all__ = [
     "ConfidencePolicy", "ELBERTPolicy", "EarlyExitRunner", "EntropyPolicy", "ExampleResult",
     "ExitPolicy", "ExitTrace", "FixedLayerPolicy", "LTEPolicy", "LayerOutput", "NeverExit",
-    "NormalizedEntropyPolicy", "PatiencePolicy", "RunResults", "collect_layer_outputs",
+    "NormalizedEntropyPolicy", "PatiencePolicy", "RunResults", "TokenDropResult",
+    "TokenDropResults", "TokenDropRunner", "collect_layer_outputs", "compare_with_static",
     "device_gate", "evaluate_policy", "exit_report", "layer_output", "layerwise_scores",
     "make_layer_step", "make_policy", "measure_wallclock", "plot_tradeoff", "simulate_exits",
     "threshold_sweep", "unpack",

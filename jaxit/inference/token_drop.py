@@ -1,0 +1,368 @@
+"""AdapLeR inference with real token dropping at batch 1 (seed 002 §3.2; DESIGN §4, §5).
+
+A contribution predictor (CP) sits in front of every layer: CP 0 scores the embedding
+output, CP l (0-based) the output of layer l. After CP l, [CLS] and the tokens with
+S̃_i >= δ^l = η^l / n (n = tokens still kept, [CLS] included) are kept, and layer l + 1 runs
+on the kept tokens only: their hidden states are gathered (CLS first, original order) into
+the smallest length bucket that holds them. The last layer is followed by the exit head on
+[CLS] and no CP.
+
+Per-layer jitted functions, each compiled once per length bucket (see `trace_counts`):
+
+    first_step(embed_params, cp_0, eta_0, inputs [3, 1, T])         -> (buf, packed [2, T])
+    layer_step(layer_params, cp_l, eta_l, buf [1, Tmax, D], idx [1, T]) -> (buf, packed [2, T])
+    last_step(layer_params, head, buf [1, Tmax, D], idx [1, T])      -> outputs [1, C]
+    full_step(embed_params, layers, head, ids, tt, mask)             -> outputs [1, C] (static)
+
+`buf` is a fixed-size [1, Tmax, D] buffer (Tmax = the largest bucket) holding the last
+layer's output in rows [0, T); `idx` [1, T] int32 lists the rows that the next layer runs on
+(-1 = padding). Gathering from a fixed-size buffer keeps the compiled shapes to one per
+bucket (a gather from the previous bucket's array would need one per pair of buckets).
+`packed` holds the CP scores S̃ (row 0) and the device's keep decision (row 1, 1.0 = keep);
+one small device->host transfer per layer brings both to the host, which builds the next
+`idx` with numpy. The CP math and the decision are `jaxit.methods.adapler`'s
+(`contribution_scores`: Dense(32) -> GELU -> Dense(1) -> softmax over the kept tokens;
+`hard_keep`: [CLS] and S̃ >= η/n), run on the device, so the host never re-derives a
+threshold in other arithmetic. θ does not enter inference (θ_d ≡ 1).
+
+FLOPs count real tokens only (`jaxit.flops.token_drop_flops`: layers on the kept counts,
+the CPs, the head); speed-up = Σ FLOPs(full model) / Σ FLOPs(AdapLeR), the full model having
+no CPs. Wall time is measured per example from host token ids to the prediction on host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxit import flops as flops_lib
+from jaxit.batch import Batch
+from jaxit.encoders.transformer import Encoder, mask_bias_from
+from jaxit.heads import exit_head
+from jaxit.inference.runner import DEFAULT_BUCKETS, examples_from_batch
+from jaxit.methods.adapler import contribution_scores, cp_layer, hard_keep
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class TokenDropResult:
+    """One example.
+
+    outputs:          [C] logits (or [1] value) of the last layer's head.
+    tokens_per_layer: [L] int, the tokens layer l + 1 ran on (after CP l's drop).
+    flops:            real-token FLOPs (`flops.token_drop_flops`; the static model's for
+                      `run_static_one`).
+    seconds:          wall time, host ids -> prediction on host.
+    num_tokens:       n, the input's real tokens.
+    scores:           [L, n] float32 S̃ of CP l per input token (NaN once dropped), or None.
+    kept:             [L, n] bool, token ran through layer l + 1, or None.
+    """
+
+    outputs: np.ndarray
+    tokens_per_layer: np.ndarray
+    flops: int
+    seconds: float
+    num_tokens: int
+    scores: np.ndarray | None = None
+    kept: np.ndarray | None = None
+
+    @property
+    def prediction(self):
+        return float(self.outputs[0]) if self.outputs.shape[0] == 1 else int(np.argmax(self.outputs))
+
+
+@dataclasses.dataclass
+class TokenDropResults:
+    outputs: np.ndarray  # [N, C]
+    tokens_per_layer: np.ndarray  # [N, L]
+    flops: np.ndarray  # [N] int64
+    full_flops: np.ndarray  # [N] int64, the static full model on the same inputs
+    seconds: np.ndarray  # [N]
+    num_tokens: np.ndarray  # [N]
+    is_regression: bool
+    examples: list[TokenDropResult]
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.outputs[:, 0] if self.is_regression else self.outputs.argmax(-1)
+
+    @property
+    def flops_speedup(self) -> float:
+        return flops_lib.speedup(self.full_flops.tolist(), self.flops.tolist())
+
+    @property
+    def kept_fraction(self) -> np.ndarray:
+        """[L]: tokens each layer ran on / input tokens, summed over examples."""
+        return self.tokens_per_layer.sum(0) / max(int(self.num_tokens.sum()), 1)
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def _find(params: dict, name: str):
+    heads = params.get("heads", {})
+    if name in heads:
+        return heads[name]
+    if name in params:
+        return params[name]
+    raise KeyError(f"AdapLeR params have no {name!r} (looked in params['heads'] and params)")
+
+
+class TokenDropRunner:
+    """Batch-1 AdapLeR inference with real token dropping.
+
+    runner = TokenDropRunner(encoder, params, num_outputs=2)   # AdapLeR params
+    runner.warmup()                                          # compiles every bucket
+    res = runner.run(examples)                               # TokenDropResults
+    static = runner.run_static(examples)                     # the full model (no CPs)
+
+    `params`: {"encoder", "heads": {"final": exit head, "cp": stacked CPs [L, ...],
+    "eta": [L]}} (`jaxit.methods.adapler`). `eta` overrides the trained η (a scalar or [L]):
+    η -> 0 keeps every token, larger η drops more. `buckets`: padded lengths; the runner
+    compiles each function once per bucket and never again (`trace_counts`).
+    """
+
+    def __init__(self, encoder: Encoder, params: dict, num_outputs: int,
+                 is_regression: bool = False, buckets: Sequence[int] = DEFAULT_BUCKETS,
+                 eta=None):
+        cfg = encoder.config
+        self.encoder, self.config = encoder, cfg
+        self.num_outputs, self.is_regression = int(num_outputs), bool(is_regression)
+        self.num_layers = L = cfg.num_layers
+        self.buckets = tuple(sorted(int(b) for b in buckets if b <= cfg.max_position_embeddings))
+        if not self.buckets:
+            raise ValueError(f"no bucket fits max_position_embeddings {cfg.max_position_embeddings}")
+        self.max_len = self.buckets[-1]
+        cp = _find(params, "cp")
+        chex.assert_shape(cp["hidden"]["kernel"], (L, cfg.hidden_size, None))
+        chex.assert_shape(cp["out"]["kernel"], (L, None, 1))
+        self.cp_hidden = int(cp["hidden"]["kernel"].shape[-1])
+        self.set_eta(_find(params, "eta") if eta is None else eta)
+        enc = jax.device_put(params["encoder"])
+        self._embed_params = {k: v for k, v in enc.items() if k not in ("layers", "pooler")}
+        self._layers = [encoder.layer_params(enc, i) for i in range(L)]
+        self._cps = [jax.device_put(cp_layer(cp, i)) for i in range(L)]
+        self._head = jax.device_put(_find(params, "final"))
+        self._pad_id = cfg.pad_token_id
+        self.trace_counts: dict = {}
+        counts, tmax = self.trace_counts, self.max_len
+
+        def to_buffer(h):
+            return jnp.pad(h, ((0, 0), (0, tmax - h.shape[1]), (0, 0)))
+
+        def decide(cp_l, eta_l, h, valid):
+            valid = valid.astype(jnp.float32)
+            s = contribution_scores(cp_l, h, valid)
+            keep = hard_keep(s, valid, eta_l)
+            return jnp.concatenate([s, keep], axis=0)  # [2, T] (B = 1)
+
+        def gather(buf, idx):
+            valid = idx >= 0
+            x = jnp.take(buf, jnp.maximum(idx[0], 0), axis=1)
+            return x, valid
+
+        def first_step(embed_params, cp0, eta0, inputs):
+            counts["first"] = counts.get("first", 0) + 1
+            ids, tt, mask = inputs[0], inputs[1], inputs[2]
+            h = encoder.embed(embed_params, Batch(ids, tt, mask))
+            return to_buffer(h), decide(cp0, eta0, h, mask > 0)
+
+        def layer_step(lp, cp_l, eta_l, buf, idx):
+            counts["layer"] = counts.get("layer", 0) + 1
+            x, valid = gather(buf, idx)
+            h = encoder.block(lp, x, mask_bias_from(valid, x.dtype))
+            return to_buffer(h), decide(cp_l, eta_l, h, valid)
+
+        def last_step(lp, head, buf, idx):
+            counts["last"] = counts.get("last", 0) + 1
+            x, valid = gather(buf, idx)
+            h = encoder.block(lp, x, mask_bias_from(valid, x.dtype))
+            out, _ = exit_head(head, h[:, 0])
+            return out.astype(jnp.float32)
+
+        def full_step(embed_params, layers, head, ids, tt, mask):
+            counts["full"] = counts.get("full", 0) + 1
+            h = encoder.embed(embed_params, Batch(ids, tt, mask))
+            bias = mask_bias_from(mask, h.dtype)
+            for lp in layers:
+                h = encoder.block(lp, h, bias)
+            out, _ = exit_head(head, h[:, 0])
+            return out.astype(jnp.float32)
+
+        self.first_step = jax.jit(first_step)
+        self.layer_step = jax.jit(layer_step)
+        self.last_step = jax.jit(last_step)
+        self.full_step = jax.jit(full_step)
+
+    def set_eta(self, eta) -> None:
+        """Sets η (a scalar or [L], >= 0) without recompiling: η is an argument of the
+        compiled steps. η = 0 keeps every token."""
+        eta = np.broadcast_to(np.asarray(eta, np.float32), (self.num_layers,)).copy()
+        if not np.all(np.isfinite(eta)) or np.any(eta < 0):
+            raise ValueError(f"eta must be finite and >= 0, got {eta}")
+        self.eta = eta
+        self._etas = [jax.device_put(np.float32(e)) for e in eta]
+
+    # ------------------------------------------------------------------ inputs
+
+    def bucket(self, n: int) -> int:
+        for b in self.buckets:
+            if n <= b:
+                return b
+        raise ValueError(f"{n} tokens exceed the largest length bucket {self.buckets[-1]}")
+
+    def pad(self, input_ids, token_type_ids=None):
+        """Real tokens -> (ids, token types, mask) [1, bucket] int32 numpy arrays."""
+        input_ids = np.asarray(input_ids, np.int32).reshape(-1)
+        n = input_ids.shape[0]
+        if n == 0:
+            raise ValueError("empty input: at least [CLS] is needed")
+        t = self.bucket(n)
+        ids = np.full((1, t), self._pad_id, np.int32)
+        tt = np.zeros((1, t), np.int32)
+        mask = np.zeros((1, t), np.int32)
+        ids[0, :n] = input_ids
+        if token_type_ids is not None:
+            tt[0, :n] = np.asarray(token_type_ids, np.int32).reshape(-1)
+        mask[0, :n] = 1
+        return ids, tt, mask
+
+    def warmup(self, static: bool = True) -> None:
+        """Compiles every function for every bucket; nothing compiles afterwards."""
+        buf = None
+        for b in self.buckets:
+            inputs = np.stack(self.pad(np.full((b,), 101, np.int32)))
+            buf, _ = self.first_step(self._embed_params, self._cps[0], self._etas[0], inputs)
+            idx = np.arange(b, dtype=np.int32)[None]
+            buf2, _ = self.layer_step(self._layers[0], self._cps[0], self._etas[0], buf, idx)
+            np.asarray(self.last_step(self._layers[0], self._head, buf2, idx))
+            if static:
+                np.asarray(self.full_step(self._embed_params, self._layers, self._head,
+                                          *self.pad(np.full((b,), 101, np.int32))))
+
+    # ------------------------------------------------------------------ running
+
+    def run_one(self, input_ids, token_type_ids=None, return_scores: bool = False
+                ) -> TokenDropResult:
+        """One example through the layers, dropping tokens after every CP."""
+        start = time.perf_counter()
+        n = int(np.asarray(input_ids).size)
+        inputs = np.stack(self.pad(input_ids, token_type_ids))  # [3, 1, T]: one transfer
+        L = self.num_layers
+        buf, packed = self.first_step(self._embed_params, self._cps[0], self._etas[0], inputs)
+        pos = np.arange(n)  # input positions of the rows [0, cur) of the buffer
+        cur = n
+        counts = np.zeros(L, np.int64)
+        scores = np.full((L, n), np.nan, np.float32) if return_scores else None
+        kept = np.zeros((L, n), bool) if return_scores else None
+        out = None
+        for l in range(L):  # CP l's decision, then layer l + 1
+            p = np.asarray(packed)
+            rows = np.flatnonzero(p[1, :cur] > 0.5)
+            if return_scores:
+                scores[l, pos] = p[0, :cur]
+                kept[l, pos[rows]] = True
+            k = rows.shape[0]
+            counts[l] = k
+            pos, cur = pos[rows], k
+            idx = np.full((1, self.bucket(k)), -1, np.int32)
+            idx[0, :k] = rows
+            if l < L - 1:
+                buf, packed = self.layer_step(self._layers[l], self._cps[l + 1],
+                                              self._etas[l + 1], buf, idx)
+            else:
+                out = self.last_step(self._layers[l], self._head, buf, idx)
+        outputs = np.asarray(out)[0]
+        seconds = time.perf_counter() - start
+        fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
+                                        self.cp_hidden)
+        return TokenDropResult(outputs, counts, fl, seconds, n, scores, kept)
+
+    def run_static_one(self, input_ids, token_type_ids=None) -> TokenDropResult:
+        """The static full model (all layers on all tokens, no CPs) in one jitted call."""
+        start = time.perf_counter()
+        n = int(np.asarray(input_ids).size)
+        ids, tt, mask = self.pad(input_ids, token_type_ids)
+        out = np.asarray(self.full_step(self._embed_params, self._layers, self._head,
+                                        ids, tt, mask))[0]
+        seconds = time.perf_counter() - start
+        return TokenDropResult(out, np.full(self.num_layers, n, np.int64),
+                               self.full_flops(n), seconds, n)
+
+    def full_flops(self, n: int) -> int:
+        return flops_lib.full_model_flops(self.config, int(n), self.num_outputs)
+
+    def collect(self, results: Sequence[TokenDropResult]) -> TokenDropResults:
+        return TokenDropResults(
+            np.stack([r.outputs for r in results]),
+            np.stack([r.tokens_per_layer for r in results]),
+            np.array([r.flops for r in results], np.int64),
+            np.array([self.full_flops(r.num_tokens) for r in results], np.int64),
+            np.array([r.seconds for r in results], np.float64),
+            np.array([r.num_tokens for r in results], np.int32), self.is_regression,
+            list(results))
+
+    def run(self, inputs, return_scores: bool = False) -> TokenDropResults:
+        """`inputs`: a `Batch` (rows one at a time, padding removed) or an iterable of
+        (input_ids, token_type_ids) pairs of real tokens."""
+        examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
+        return self.collect([self.run_one(ids, tt, return_scores) for ids, tt in examples])
+
+    def run_static(self, inputs) -> TokenDropResults:
+        examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
+        return self.collect([self.run_static_one(ids, tt) for ids, tt in examples])
+
+
+def compare_with_static(runner: TokenDropRunner, examples: Sequence, repeats: int = 1,
+                        labels: Iterable | None = None) -> dict:
+    """Times the static full model and the token-dropping runner on the same examples in
+    one process, interleaved per example (min over `repeats`). `examples`: (input_ids,
+    token_type_ids) pairs of real tokens; call `runner.warmup()` first. Returns the wall and
+    FLOPs speed-ups (real tokens), their ratio, the speed-up of the FLOPs actually executed
+    (bucket padding included), kept fractions per layer and accuracies when `labels` given."""
+    static_t = np.full(len(examples), np.inf)
+    drop_t = np.full(len(examples), np.inf)
+    static_res, drop_res = [None] * len(examples), [None] * len(examples)
+    for i, (ids, tt) in enumerate(examples):
+        for _ in range(repeats):
+            r = runner.run_static_one(ids, tt)
+            static_t[i], static_res[i] = min(static_t[i], r.seconds), r
+            r = runner.run_one(ids, tt)
+            drop_t[i], drop_res[i] = min(drop_t[i], r.seconds), r
+    res = runner.collect(drop_res)
+    cfg, c = runner.config, runner.num_outputs
+    padded_full = sum(flops_lib.full_model_flops(cfg, runner.bucket(r.num_tokens), c)
+                      for r in drop_res)
+    padded = sum(flops_lib.token_drop_flops(
+        cfg, runner.bucket(r.num_tokens),
+        [runner.bucket(int(k)) for k in r.tokens_per_layer], c, runner.cp_hidden)
+        for r in drop_res)
+    wall = float(static_t.sum() / drop_t.sum())
+    fsp = res.flops_speedup
+    out = {
+        "num_examples": len(examples),
+        "static_us_per_example": 1e6 * float(static_t.mean()),
+        "drop_us_per_example": 1e6 * float(drop_t.mean()),
+        "wall_speedup": wall, "flops_speedup": fsp, "wall_over_flops": wall / fsp,
+        "padded_flops_speedup": padded_full / padded,
+        "wall_over_padded_flops": wall / (padded_full / padded),
+        "kept_fraction_per_layer": res.kept_fraction.tolist(),
+        "avg_tokens_per_layer": res.tokens_per_layer.mean(0).tolist(),
+        "avg_input_tokens": float(res.num_tokens.mean()),
+        "static_seconds": static_t, "drop_seconds": drop_t, "results": res,
+    }
+    if labels is not None:
+        labels = np.asarray(list(labels))
+        out["static_accuracy"] = float((np.array([r.prediction for r in static_res])
+                                        == labels).mean())
+        out["drop_accuracy"] = float((res.predictions == labels).mean())
+        out["agreement"] = float((np.array([r.prediction for r in static_res])
+                                  == res.predictions).mean())
+    return out
