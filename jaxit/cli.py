@@ -5,7 +5,7 @@
     jaxit eval  --config=... --workdir=runs/sst2 [--checkpoint=best|latest]
     jaxit sweep --config=... --workdir=runs/sst2_berxit [--policies=confidence,entropy]
     jaxit demo  [--workdir=runs/demo]
-    jaxit interpret --config=... --workdir=runs/sst2_dact [--examples=5] [--ig_steps=50]
+    jaxit interpret [--config=...] --workdir=runs/sst2_dact [--examples=5] [--ig_steps=50]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _interpret(argv):
     del argv
     from jaxit.interpret.report import interpret_checkpoint
 
-    config = _need("config", FLAGS.config)
+    config = _run_config()
     workdir = _need("workdir", FLAGS.workdir)
     summary = interpret_checkpoint(config, workdir, which=FLAGS.checkpoint,
                                    num_examples=FLAGS.examples, ig_steps=FLAGS.ig_steps)

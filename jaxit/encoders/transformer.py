@@ -77,8 +77,14 @@ def _split3(rng):
     return (None, None, None) if rng is None else tuple(jax.random.split(rng, 3))
 
 
-def embed(cfg: EncoderConfig, params: dict, batch: Batch, rng: jax.Array | None = None):
-    """Token + position (+ token-type) embeddings, LayerNorm, dropout -> hidden [B, T, D]."""
+def embed(cfg: EncoderConfig, params: dict, batch: Batch, rng: jax.Array | None = None,
+          word_embeddings: jnp.ndarray | None = None):
+    """Token + position (+ token-type) embeddings, LayerNorm, dropout -> hidden [B, T, D].
+
+    `word_embeddings` [B, T, E], when given, replaces the word-table lookup of
+    `batch.input_ids` (which still set the shape and RoBERTa's positions): gradients and
+    Integrated Gradients with respect to the input embeddings go through it.
+    """
     ids = jnp.asarray(batch.input_ids)
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, length], got shape {ids.shape}")
@@ -96,7 +102,14 @@ def embed(cfg: EncoderConfig, params: dict, batch: Batch, rng: jax.Array | None 
             f"sequence length {seq_len} exceeds max_position_embeddings "
             f"{cfg.max_position_embeddings}"
         )
-    x = jnp.take(e["word"], ids, axis=0) + jnp.take(e["position"], positions, axis=0)
+    if word_embeddings is None:
+        words = jnp.take(e["word"], ids, axis=0)
+    else:
+        words = jnp.asarray(word_embeddings)
+        if words.shape != ids.shape + (e["word"].shape[-1],):
+            raise ValueError(f"word_embeddings must be [batch, length, {e['word'].shape[-1]}] "
+                             f"= {ids.shape + (e['word'].shape[-1],)}, got {words.shape}")
+    x = words + jnp.take(e["position"], positions, axis=0)
     if "token_type" in e:
         tt = jnp.asarray(batch.token_type_ids)
         x = x + jnp.take(e["token_type"], tt, axis=0)
@@ -193,7 +206,7 @@ def pooled(params: dict, cls: jnp.ndarray) -> jnp.ndarray:
 class Encoder(NamedTuple):
     """An encoder's functions with its config bound (all pure; jit them as you need).
 
-    embed(params, batch, rng=None) -> [B, T, D]
+    embed(params, batch, rng=None, word_embeddings=None) -> [B, T, D]
     block(layer_params, hidden, mask_bias, rng=None, return_attention=False) -> [B, T, D]
     layer_params(params, i) -> layer param tree
     forward_all(params, batch, rng=None, mask_bias=None) -> {"embeddings", "hidden", "cls"}
