@@ -12,7 +12,8 @@ from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.encoders.transformer import MASK_MIN
 from jaxit.heads import exit_head
-from jaxit.inference.token_drop import TokenDropRunner
+from jaxit.inference.runner import examples_from_batch
+from jaxit.inference.token_drop import TokenDropRunner, compare_with_static, static_bucket_times
 from jaxit.methods.adapler import EVAL_LAMBDA, adapler_forward
 
 L, D, C = 3, 32, 3
@@ -216,3 +217,23 @@ def test_compiled_shapes_stay_within_buckets_on_sst2_dev(data_dir, minilm_dir):
     assert (res.tokens_per_layer[:, -1] < res.num_tokens).mean() > 0.5
     with pytest.raises(ValueError, match="largest length bucket"):
         runner.run_one(np.ones(65, np.int32))
+
+
+def test_compare_with_static_reports_side_by_side(shared):
+    _, runner = shared
+    runner.set_eta(0.3)
+    data = make_data(6, seed=5)
+    examples = [(ids, None) for ids, _ in examples_from_batch(data)]
+    labels = np.zeros(6, np.int64)
+    times = static_bucket_times(runner, repeats=2)
+    assert set(times) == set(BUCKETS)
+    m = compare_with_static(runner, examples, {"drop": 0.6, "all": 0.0}, repeats=2,
+                            labels=labels, bucket_times=times)
+    np.testing.assert_allclose(runner.eta, 0.3)  # restored
+    assert m["all"]["flops_speedup"] < 1.0 < m["drop"]["flops_speedup"]
+    assert m["all"]["agreement_with_static"] == 1.0
+    assert m["all"]["length_time_speedup"] == pytest.approx(1.0)
+    for k in ("drop", "all"):
+        r = m[k]
+        assert r["wall_over_flops"] == pytest.approx(r["wall_speedup"] / r["flops_speedup"])
+        assert len(r["avg_tokens_per_layer"]) == L and 0 <= r["accuracy"] <= 1

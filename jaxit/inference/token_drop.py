@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import chex
 import jax
@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
-from jaxit.encoders.transformer import Encoder, mask_bias_from
+from jaxit.encoders.transformer import Encoder, make_encoder, mask_bias_from
 from jaxit.heads import exit_head
 from jaxit.inference.runner import DEFAULT_BUCKETS, examples_from_batch
 from jaxit.methods.adapler import contribution_scores, cp_layer, hard_keep
@@ -101,6 +101,47 @@ class TokenDropResults:
     def kept_fraction(self) -> np.ndarray:
         """[L]: tokens each layer ran on / input tokens, summed over examples."""
         return self.tokens_per_layer.sum(0) / max(int(self.num_tokens.sum()), 1)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_adapler_run(workdir, which: str = "best", random_cps: float | None = None,
+                     seed: int = 0):
+    """(encoder, params, model_dir) of a trained run, read without its config
+    (`load_run_params`); the encoder config and tokenizer come from the run's
+    hparams.json "model" (else the default MiniLM). An AdapLeR run is used as is. A run
+    without CPs (e.g. `finetune`) needs `random_cps`: CPs with normal(random_cps) kernels
+    and η = 0.25 are added (timing and chance baselines only)."""
+    import json
+    from pathlib import Path
+
+    from jaxit import resources
+    from jaxit.encoders import load_config
+    from jaxit.methods.adapler import init_cp
+    from jaxit.train.init_from import load_run_params
+
+    model_dir = resources.model_dir()
+    hp = Path(workdir) / "hparams.json"
+    if hp.is_file():
+        model = json.loads(hp.read_text()).get("model")
+        if model and Path(model).is_dir():
+            model_dir = Path(model)
+    cfg = load_config(model_dir)
+    params = jax.tree.map(np.asarray, load_run_params(workdir, which))
+    heads = params.get("heads", {})
+    if "final" not in heads:
+        raise ValueError(f"{workdir}: params['heads'] has no 'final' exit head")
+    if "cp" not in heads:
+        if random_cps is None:
+            raise ValueError(f"{workdir} is not an AdapLeR run (no contribution predictors); "
+                             "pass random_cps=SCALE for random ones")
+        cp = init_cp(jax.random.PRNGKey(seed), cfg.num_layers, cfg.hidden_size)
+        cp = jax.tree.map(lambda x: np.asarray(x) * np.float32(random_cps / 0.02), cp)
+        params["heads"] = {**heads, "cp": cp,
+                           "eta": np.full(cfg.num_layers, 0.25, np.float32),
+                           "theta": np.ones(cfg.num_layers, np.float32)}
+    return make_encoder(cfg), params, model_dir
 
 
 # ----------------------------------------------------------------------------- runner
@@ -320,49 +361,88 @@ class TokenDropRunner:
         return self.collect([self.run_static_one(ids, tt) for ids, tt in examples])
 
 
-def compare_with_static(runner: TokenDropRunner, examples: Sequence, repeats: int = 1,
-                        labels: Iterable | None = None) -> dict:
-    """Times the static full model and the token-dropping runner on the same examples in
-    one process, interleaved per example (min over `repeats`). `examples`: (input_ids,
-    token_type_ids) pairs of real tokens; call `runner.warmup()` first. Returns the wall and
-    FLOPs speed-ups (real tokens), their ratio, the speed-up of the FLOPs actually executed
-    (bucket padding included), kept fractions per layer and accuracies when `labels` given."""
-    static_t = np.full(len(examples), np.inf)
-    drop_t = np.full(len(examples), np.inf)
-    static_res, drop_res = [None] * len(examples), [None] * len(examples)
-    for i, (ids, tt) in enumerate(examples):
-        for _ in range(repeats):
-            r = runner.run_static_one(ids, tt)
-            static_t[i], static_res[i] = min(static_t[i], r.seconds), r
-            r = runner.run_one(ids, tt)
-            drop_t[i], drop_res[i] = min(drop_t[i], r.seconds), r
-    res = runner.collect(drop_res)
-    cfg, c = runner.config, runner.num_outputs
+def static_bucket_times(runner: TokenDropRunner, repeats: int = 20) -> dict[int, float]:
+    """Median wall time (s) of the static full model per length bucket (inputs of exactly
+    the bucket's length): the hardware's time-vs-length curve at batch 1."""
+    out = {}
+    for b in runner.buckets:
+        ids = np.full((b,), 101, np.int32)
+        runner.run_static_one(ids)
+        out[b] = float(np.median([runner.run_static_one(ids).seconds for _ in range(repeats)]))
+    return out
+
+
+def compare_with_static(runner: TokenDropRunner, examples: Sequence,
+                        settings: Mapping[str, object] | None = None, repeats: int = 1,
+                        labels: Iterable | None = None,
+                        bucket_times: Mapping[int, float] | None = None) -> dict:
+    """Times the static full model and the token-dropping runner, for each η setting
+    (name -> η, scalar or [L]; default: the runner's current η), on the same examples in one
+    process, interleaved per example (min over `repeats`). `examples`: (input_ids,
+    token_type_ids) pairs of real tokens; call `runner.warmup()` first.
+
+    Per setting: wall and FLOPs speed-ups (FLOPs on real tokens) and their ratio (the goal
+    metric); the FLOPs speed-up with bucket padding included ("padded"); with
+    `bucket_times` (`static_bucket_times`), the "length-time" speed-up: what the static
+    model's own per-bucket times predict when layer l runs at the bucket of its kept count
+    (t_static(bucket) / L per layer) — it separates the runner's overheads from how time,
+    unlike FLOPs, depends on length at batch 1 (fixed per-layer costs). Also average kept
+    tokens per layer, accuracies when `labels` are given, and agreement with the static
+    model's predictions. Restores the runner's η afterwards."""
+    saved = runner.eta.copy()
+    settings = dict(settings) if settings else {"eta": saved}
+    etas = {}
+    for k, v in settings.items():
+        runner.set_eta(v)
+        etas[k] = (runner.eta.copy(), runner._etas)
+    n_ex = len(examples)
+    static_t = np.full(n_ex, np.inf)
+    static_res = [None] * n_ex
+    drop_t = {k: np.full(n_ex, np.inf) for k in settings}
+    drop_res = {k: [None] * n_ex for k in settings}
+    try:
+        for i, (ids, tt) in enumerate(examples):
+            for _ in range(repeats):
+                r = runner.run_static_one(ids, tt)
+                static_t[i], static_res[i] = min(static_t[i], r.seconds), r
+                for k in settings:
+                    runner.eta, runner._etas = etas[k]
+                    r = runner.run_one(ids, tt)
+                    drop_t[k][i], drop_res[k][i] = min(drop_t[k][i], r.seconds), r
+    finally:
+        runner.set_eta(saved)
+    cfg, c, L = runner.config, runner.num_outputs, runner.num_layers
+    static_pred = np.array([r.prediction for r in static_res])
     padded_full = sum(flops_lib.full_model_flops(cfg, runner.bucket(r.num_tokens), c)
-                      for r in drop_res)
-    padded = sum(flops_lib.token_drop_flops(
-        cfg, runner.bucket(r.num_tokens),
-        [runner.bucket(int(k)) for k in r.tokens_per_layer], c, runner.cp_hidden)
-        for r in drop_res)
-    wall = float(static_t.sum() / drop_t.sum())
-    fsp = res.flops_speedup
-    out = {
-        "num_examples": len(examples),
-        "static_us_per_example": 1e6 * float(static_t.mean()),
-        "drop_us_per_example": 1e6 * float(drop_t.mean()),
-        "wall_speedup": wall, "flops_speedup": fsp, "wall_over_flops": wall / fsp,
-        "padded_flops_speedup": padded_full / padded,
-        "wall_over_padded_flops": wall / (padded_full / padded),
-        "kept_fraction_per_layer": res.kept_fraction.tolist(),
-        "avg_tokens_per_layer": res.tokens_per_layer.mean(0).tolist(),
-        "avg_input_tokens": float(res.num_tokens.mean()),
-        "static_seconds": static_t, "drop_seconds": drop_t, "results": res,
-    }
+                      for r in static_res)
+    out = {"static": {"us_per_example": 1e6 * float(static_t.mean()),
+                      "seconds": float(static_t.sum())}}
     if labels is not None:
         labels = np.asarray(list(labels))
-        out["static_accuracy"] = float((np.array([r.prediction for r in static_res])
-                                        == labels).mean())
-        out["drop_accuracy"] = float((res.predictions == labels).mean())
-        out["agreement"] = float((np.array([r.prediction for r in static_res])
-                                  == res.predictions).mean())
+        out["static"]["accuracy"] = float((static_pred == labels).mean())
+    for k in settings:
+        res = runner.collect(drop_res[k])
+        wall = float(static_t.sum() / drop_t[k].sum())
+        fsp = res.flops_speedup
+        padded = sum(flops_lib.token_drop_flops(
+            cfg, runner.bucket(r.num_tokens), [runner.bucket(int(m)) for m in r.tokens_per_layer],
+            c, runner.cp_hidden) for r in res.examples)
+        o = {"eta": etas[k][0].tolist(),
+             "us_per_example": 1e6 * float(drop_t[k].mean()), "seconds": float(drop_t[k].sum()),
+             "wall_speedup": wall, "flops_speedup": fsp, "wall_over_flops": wall / fsp,
+             "padded_flops_speedup": padded_full / padded,
+             "wall_over_padded_flops": wall / (padded_full / padded),
+             "avg_input_tokens": float(res.num_tokens.mean()),
+             "avg_tokens_per_layer": res.tokens_per_layer.mean(0).tolist(),
+             "kept_fraction_per_layer": res.kept_fraction.tolist(),
+             "agreement_with_static": float((res.predictions == static_pred).mean())}
+        if bucket_times:
+            pred_static = sum(bucket_times[runner.bucket(r.num_tokens)] for r in res.examples)
+            pred_drop = sum(bucket_times[runner.bucket(int(m))] / L
+                            for r in res.examples for m in r.tokens_per_layer)
+            o["length_time_speedup"] = pred_static / pred_drop
+            o["wall_over_length_time"] = wall / o["length_time_speedup"]
+        if labels is not None:
+            o["accuracy"] = float((res.predictions == labels).mean())
+        out[k] = o
     return out

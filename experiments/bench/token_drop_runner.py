@@ -1,0 +1,159 @@
+"""Benchmark: AdapLeR inference with real token dropping at batch 1, MiniLM-L6, SST-2 dev.
+
+    python experiments/bench/token_drop_runner.py --workdir RUN      # a trained AdapLeR run
+    python experiments/bench/token_drop_runner.py [--backbone RUN] [--etas 0.5,0.8,1.0]
+
+Reports, side by side and measured in one process (interleaved per example, min over
+`repeats`), the wall-clock speed-up of the token-dropping runner over the static full model
+(one jitted call, same length buckets), the FLOPs speed-up (real tokens; AdapLeR's FLOPs
+include its contribution predictors) and their ratio wall/FLOPs (goal >= 0.8). Extra
+columns: wall / padded FLOPs (bucket padding counted on both sides), and wall /
+length-time: the speed-up predicted by the static model's own per-bucket times when every
+layer runs at the bucket of its kept count — it separates the runner's overheads from the
+hardware's time-vs-length curve (at batch 1 on CPU a layer costs a fixed ~0.25 ms plus a
+part proportional to the tokens, so time falls more slowly than FLOPs as tokens leave).
+
+Without a trained AdapLeR run the model is the fine-tuned backbone of `--backbone` (a
+`finetune` run, default /work/runs/sst2_full2) with random contribution predictors
+(kernels normal(`--cp_scale`)) and hand-set η: a timing benchmark of the runner (accuracy
+is then not AdapLeR's: random CPs drop useful tokens). With `--workdir`, the trained η and
+`--eta_scales` multiples of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax
+import numpy as np
+
+from jaxit import resources
+from jaxit.encoders import load_tokenizer
+from jaxit.inference.token_drop import (
+    TokenDropRunner,
+    compare_with_static,
+    load_adapler_run,
+    static_bucket_times,
+)
+
+
+def read_sst2_dev(path, tokenizer, max_length=128, limit=0):
+    examples, labels = [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(rows)
+        si, li = header.index("sentence"), header.index("label")
+        for row in rows:
+            ids = tokenizer.encode(row[si]).ids[:max_length]
+            examples.append((np.asarray(ids, np.int32), None))
+            labels.append(int(row[li]))
+            if limit and len(examples) >= limit:
+                break
+    return examples, np.asarray(labels)
+
+
+def load_model(args):
+    """(encoder, params, model_dir, description, trained)."""
+    if args.workdir:
+        encoder, params, model_dir = load_adapler_run(args.workdir, args.checkpoint)
+        return encoder, params, model_dir, f"trained AdapLeR run {args.workdir}", True
+    encoder, params, model_dir = load_adapler_run(args.backbone, random_cps=args.cp_scale,
+                                                  seed=args.seed)
+    desc = f"fine-tuned backbone {args.backbone} + random CPs (normal({args.cp_scale}))"
+    return encoder, params, model_dir, desc, False
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", default="", help="trained AdapLeR run (load_run_params)")
+    ap.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    ap.add_argument("--eta_scales", default="1.0", help="trained run: η multiples to time")
+    ap.add_argument("--backbone", default="/work/runs/sst2_full2",
+                    help="without --workdir: a fine-tuned run for the encoder and head")
+    ap.add_argument("--etas", default="0.5,0.6,0.7,0.8,0.9",
+                    help="without --workdir: η (all layers) per operating point")
+    ap.add_argument("--cp_scale", type=float, default=0.1, help="random CP kernel scale")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num_examples", type=int, default=0, help="0 = all 872")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--buckets", default="8,12,16,20,24,32,40,48,64,96,128",
+                    help="padded lengths (both the runner and the static model)")
+    ap.add_argument("--json", default="", help="also write the measurements here")
+    args = ap.parse_args(argv)
+
+    load0 = os.getloadavg()
+    encoder, params, model_dir, desc, trained = load_model(args)
+    tokenizer = load_tokenizer(model_dir)
+    examples, labels = read_sst2_dev(resources.data_dir() / "SST-2" / "dev.tsv", tokenizer,
+                                     limit=args.num_examples)
+    buckets = tuple(int(b) for b in args.buckets.split(","))
+    runner = TokenDropRunner(encoder, params, 2, buckets=buckets)
+    if trained:
+        eta0 = runner.eta.copy()
+        settings = {f"η = {s:g} × trained": np.minimum(eta0 * float(s), 10.0)
+                    for s in args.eta_scales.split(",")}
+    else:
+        settings = {f"η = {float(e):g}": float(e) for e in args.etas.split(",")}
+    settings["η = 0 (keeps all)"] = 0.0
+    t0 = time.perf_counter()
+    runner.warmup()
+    warm_s = time.perf_counter() - t0
+    traces = dict(runner.trace_counts)
+    bucket_t = static_bucket_times(runner)
+    t0 = time.perf_counter()
+    m = compare_with_static(runner, examples, settings, repeats=args.repeats, labels=labels,
+                            bucket_times=bucket_t)
+    bench_s = time.perf_counter() - t0
+    load1 = os.getloadavg()
+
+    dev = jax.devices()[0]
+    print(f"# token-dropping runner benchmark: {model_dir.name}, SST-2 dev, batch 1")
+    print(f"# model: {desc}")
+    print(f"# {len(examples)} examples, repeats={args.repeats} (min per example, interleaved), "
+          f"buckets={runner.buckets}")
+    print(f"# device: {dev.platform} ({dev.device_kind}), host: "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"# load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; after "
+          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    print(f"# warm-up {warm_s:.1f}s, traces {traces}; after the benchmark {runner.trace_counts}"
+          f" ({'no recompilation' if traces == runner.trace_counts else 'RECOMPILED'})")
+    print("# static full model per bucket (us): "
+          + ", ".join(f"{b}: {1e6 * t:.0f}" for b, t in bucket_t.items()))
+    st = m["static"]
+    print(f"# static full model: {st['us_per_example']:.0f} us/example, "
+          f"accuracy {st['accuracy']:.4f}")
+    print()
+    print("| setting | avg tokens per layer (input → L) | accuracy | agreement | us/example "
+          "| wall speed-up | FLOPs speed-up | **wall/FLOPs** | wall/padded FLOPs "
+          "| length-time speed-up | wall/length-time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for k in settings:
+        r = m[k]
+        toks = " ".join(f"{t:.1f}" for t in r["avg_tokens_per_layer"])
+        print(f"| {k} | {r['avg_input_tokens']:.1f} → {toks} | {r['accuracy']:.4f} | "
+              f"{r['agreement_with_static']:.3f} | {r['us_per_example']:.0f} | "
+              f"{r['wall_speedup']:.3f} | {r['flops_speedup']:.3f} | "
+              f"**{r['wall_over_flops']:.3f}** | {r['wall_over_padded_flops']:.3f} | "
+              f"{r['length_time_speedup']:.3f} | {r['wall_over_length_time']:.3f} |")
+    print(f"\n# benchmark wall time {bench_s:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": {k: m[k] for k in settings},
+                                               "static": st, "bucket_us": {
+                                                   b: 1e6 * t for b, t in bucket_t.items()},
+                                               "load_before": load0, "load_after": load1,
+                                               "model": desc}, indent=2, default=float))
+    return m
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
