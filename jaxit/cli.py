@@ -6,6 +6,8 @@
     jaxit sweep --config=... --workdir=runs/sst2_berxit [--policies=confidence,entropy]
     jaxit demo  [--workdir=runs/demo]
     jaxit interpret [--config=...] --workdir=runs/sst2_dact [--examples=5] [--ig_steps=50]
+    jaxit lr-eval --workdir=runs/sst2_adapler [--tasks=eraser_movies,hatexplain]  (AdapLeR
+        CP scores vs human rationales; `jaxit lr-eval --help`)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ flags.DEFINE_integer("examples", 5, "interpret: dev examples to attribute with I
                      "Gradients (heatmaps)")
 flags.DEFINE_integer("ig_steps", 50, "interpret: Integrated Gradients steps (trapezoid rule)")
 
-COMMANDS = ("train", "eval", "sweep", "demo", "interpret")
+COMMANDS = ("train", "eval", "sweep", "demo", "interpret", "lr-eval")
 
 
 def _usage() -> str:
@@ -142,6 +144,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"jaxit: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         sys.exit(2)
+    if cmd == "lr-eval":  # argparse flags of its own (jaxit.interpret.lr_eval)
+        from jaxit.interpret.lr_eval import main as lr_eval_main
+
+        lr_eval_main(argv[2:])
+        return
     logging.basicConfig(level=logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo,

@@ -56,6 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.exits_lr_scale = 1.0
     c.method.tau = 5e-3  # dact: ponder penalty tau (paper grid 5e-5 ... 5e-1)
     c.method.halting_bias = 0.0  # dact: initial bias of the halting units (h = 0.5)
+    # What every head reads: "cls" (the papers: the layer's [CLS] state) or "mean" (the mean
+    # of the real tokens' states; for sentence-transformers checkpoints such as
+    # all-MiniLM-L6-v2, whose lower-layer [CLS] barely varies across inputs).
+    c.method.pooling = "cls"
 
     # A previous run's workdir: start from its best checkpoint's encoder and matching heads
     # (e.g. DACT stage 2 from a fine-tuned run, with method.stage1_fraction = 0). "" = off.

@@ -169,3 +169,25 @@ def test_heatmap_html_marks_kept_dropped_and_rationale(tmp_path):
     assert "CP 0 &rarr; layer 1: 3/5" in page
     with pytest.raises(ValueError, match="tokens"):
         cp_heatmap_html(tokens[:3], scores, kept)
+
+
+def test_lr_eval_writes_reports_and_heatmaps(monkeypatch, data_dir, minilm_dir, tmp_path):
+    """`jaxit lr-eval` end to end, with the run loader swapped for a tiny random model."""
+    import jaxit.inference.token_drop as td
+    from jaxit.encoders import load_tokenizer
+    from jaxit.interpret.lr_eval import main
+
+    tiny = _tiny_runner(load_tokenizer(minilm_dir).get_vocab_size())
+    params = {"encoder": None, "heads": {"final": {"out": {"kernel": np.zeros((16, 2))}}}}
+    monkeypatch.setattr(td, "load_adapler_run", lambda *a, **k: (tiny.encoder, params,
+                                                                 minilm_dir))
+    monkeypatch.setattr(td, "TokenDropRunner", lambda *a, **k: tiny)
+    reports = main(["--workdir", str(tmp_path), "--tasks", "hatexplain", "--num_examples", "5",
+                    "--heatmaps", "1", "--max_length", "64", "--eta", "0.4"])
+    assert reports["hatexplain"].num_examples == 5
+    out = tmp_path / "lr_eval"
+    rep = (out / "rationales_hatexplain_test.json").read_text()
+    assert '"mAP"' in rep and '"task": "hatexplain"' in rep
+    assert (out / "rationale_curves.png").stat().st_size > 1000
+    assert (out / "hatexplain" / "cp_heatmaps.html").is_file()
+    assert (out / "hatexplain" / "cp_heatmap_0.png").is_file()

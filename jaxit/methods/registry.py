@@ -13,7 +13,8 @@ from jaxit.methods.finetune import make_finetune
 
 # name -> builder(method_cfg, encoder, num_outputs, is_regression, num_steps) -> Method
 _BUILDERS: dict[str, Callable[..., Method]] = {
-    "finetune": lambda mcfg, enc, n_out, is_reg, num_steps: make_finetune(enc, n_out, is_reg),
+    "finetune": lambda mcfg, enc, n_out, is_reg, num_steps: make_finetune(
+        enc, n_out, is_reg, pooling=(mcfg.get("pooling", None) or "cls")),
     "dact": build_dact,
 }
 
