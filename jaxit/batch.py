@@ -15,12 +15,15 @@ class Batch(NamedTuple):
     token_type_ids: int32 [B, T] (zeros for single sentences and for RoBERTa/DistilBERT)
     attention_mask: int32 [B, T] (1 real token, 0 padding)
     labels:         int32 [B] for classification, float32 [B] for regression, or None
+    token_targets:  float32 [B, T] per-token training targets (0 on padding), or None;
+                    AdapLeR's saliencies ride here (see `EncodedDataset.token_targets`)
     """
 
     input_ids: jnp.ndarray | np.ndarray
     token_type_ids: jnp.ndarray | np.ndarray
     attention_mask: jnp.ndarray | np.ndarray
     labels: jnp.ndarray | np.ndarray | None = None
+    token_targets: jnp.ndarray | np.ndarray | None = None
 
 
 def batch_from_ids(input_ids, attention_mask=None, token_type_ids=None, labels=None) -> Batch:

@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Method: "finetune", or an adaptive method (see jaxit.methods.registry.method_names()).
     c.method = ml_collections.ConfigDict()
-    c.method.name = "finetune"  # finetune | early_exit | berxit | deebert | pabee | elbert | fastbert | dact
+    c.method.name = "finetune"  # finetune | early_exit | berxit | deebert | pabee | elbert | fastbert | dact | adapler
     # Early exit: joint | two_stage | alternating | pabee | elbert | fastbert; unset = the
     # method name's own (berxit: alternating, deebert: two_stage, ...).
     c.method.strategy = ml_collections.config_dict.placeholder(str)
@@ -60,6 +60,19 @@ def base_config() -> ml_collections.ConfigDict:
     # of the real tokens' states; for sentence-transformers checkpoints such as
     # all-MiniLM-L6-v2, whose lower-layer [CLS] barely varies across inputs).
     c.method.pooling = "cls"
+    # adapler (seed 002; defaults = the authors' SST-2 setting, tables 3-4 for other tasks).
+    # Phase 3 of three: start from a fine-tuned run (init_from) with its saliencies.
+    c.method.saliency_dir = ""  # adapler: phase-2 output (python -m jaxit.interpret.saliency)
+    c.method.gamma = 5e-3  # adapler: weight of the CP loss in the main loss (eq. 5)
+    c.method.phi = 5e-4  # adapler: weight of the length loss in the speed-up loss (eq. 8)
+    c.method.lambda_base = 10.0  # adapler: soft-removal slope lambda = base * growth^epoch
+    c.method.lambda_growth = 10.0  # adapler: (table 4: 10^epoch, 50^epoch, 10*3^epoch)
+    c.method.beta = 0.1  # adapler: leak of the kept zone of the soft removal (eq. 4)
+    c.method.eta_init = 0.25  # adapler: initial eta (threshold delta = eta / kept tokens)
+    c.method.theta_init = 1.0  # adapler: initial [CLS] amplification theta of the targets
+    c.method.speed_lr = 5e-4  # adapler: eta/theta optimizer (AdamW, no decay, own schedule)
+    c.method.speed_warmup_fraction = 0.06  # adapler: its warm-up
+    c.method.speed_clip_norm = 1.0  # adapler: its gradient clipping
 
     # A previous run's workdir: start from its best checkpoint's encoder and matching heads
     # (e.g. DACT stage 2 from a fine-tuned run, with method.stage1_fraction = 0). "" = off.
@@ -82,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 64
     c.save_every = 500  # steps between checkpoints (also saved at every eval and at the end)
     c.keep_checkpoints = 2  # latest checkpoints kept for resuming
+    c.keep_best = 1  # best checkpoints kept (AdapLeR's phase 2 averages the 3 best: set 3)
     c.best_metric = ""  # dev metric for the best checkpoint; "" = the task's primary metric
     c.log_every = 50  # steps between train-metric rows and progress-bar updates
     c.num_devices = 0  # data-parallel devices; 0 = all

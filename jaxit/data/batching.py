@@ -54,19 +54,23 @@ def _buckets_for(ds: EncodedDataset, buckets: Sequence[int] | None) -> tuple[int
 def pad_batch(ds: EncodedDataset, indices: np.ndarray, buckets: Sequence[int],
               pad_id: int = 0) -> Batch:
     """The examples at `indices` as a `Batch` [B, T], T = the bucket of the longest one:
-    input_ids padded with `pad_id`, token types 0 and attention mask 0 on padding."""
+    input_ids padded with `pad_id`, token types 0 and attention mask 0 on padding; the
+    dataset's `token_targets` (if any) padded with 0."""
     indices = np.asarray(indices, np.int64)
     length = bucket_length(int(ds.lengths[indices].max()) if len(indices) else 1, buckets)
     b = len(indices)
     ids = np.full((b, length), pad_id, np.int32)
     types = np.zeros((b, length), np.int32)
     mask = np.zeros((b, length), np.int32)
+    targets = None if ds.token_targets is None else np.zeros((b, length), np.float32)
     for r, i in enumerate(indices):
         n = ds.lengths[i]
         ids[r, :n] = ds.input_ids[i]
         types[r, :n] = ds.token_type_ids[i]
         mask[r, :n] = 1
-    return Batch(ids, types, mask, ds.labels[indices])
+        if targets is not None:
+            targets[r, :n] = ds.token_targets[i]
+    return Batch(ids, types, mask, ds.labels[indices], targets)
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:

@@ -30,6 +30,8 @@ class EncodedDataset:
     is_regression:  whether labels are floats.
     difficulty:     [N] int32 (synthetic task; -1 where unknown) or None.
     truncated:      [N] bool, whether the example was cut to max_length (None: unknown).
+    token_targets:  list of N float32 arrays [n_i] (per-token training targets, e.g.
+                    AdapLeR's saliencies; `attach_token_targets`) or None.
     lengths:        [N] int32 token counts (computed).
     """
 
@@ -41,6 +43,7 @@ class EncodedDataset:
     is_regression: bool = False
     difficulty: np.ndarray | None = None
     truncated: np.ndarray | None = None
+    token_targets: list[np.ndarray] | None = None
     lengths: np.ndarray = dataclasses.field(init=False)
 
     def __post_init__(self):
@@ -50,6 +53,17 @@ class EncodedDataset:
                              f"length, got {len(self.input_ids)}, {len(self.token_type_ids)}, "
                              f"{len(self.labels)}, {len(self.guids)}")
         self.lengths = np.fromiter((len(x) for x in self.input_ids), np.int32, count=n)
+        if self.token_targets is not None:
+            if len(self.token_targets) != n:
+                raise ValueError(f"token_targets has {len(self.token_targets)} rows for {n} "
+                                 "examples")
+            bad = [i for i, t in enumerate(self.token_targets) if len(t) != self.lengths[i]]
+            if bad:
+                i = bad[0]
+                raise ValueError(f"token_targets of {len(bad)} example(s) do not match their "
+                                 f"token counts (first: {self.guids[i]!r} has "
+                                 f"{len(self.token_targets[i])} targets for {self.lengths[i]} "
+                                 "tokens)")
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -65,7 +79,13 @@ class EncodedDataset:
             [self.input_ids[i] for i in idx], [self.token_type_ids[i] for i in idx],
             self.labels[idx], [self.guids[i] for i in idx], self.max_length, self.is_regression,
             None if self.difficulty is None else self.difficulty[idx],
-            None if self.truncated is None else self.truncated[idx])
+            None if self.truncated is None else self.truncated[idx],
+            None if self.token_targets is None else [self.token_targets[i] for i in idx])
+
+    def with_token_targets(self, targets: Sequence[np.ndarray]) -> EncodedDataset:
+        """A copy with per-token targets (one float32 array per example, its token count)."""
+        return dataclasses.replace(self, token_targets=[np.asarray(t, np.float32)
+                                                        for t in targets])
 
 
 def _truncating_copy(tokenizer: Tokenizer, max_length: int) -> Tokenizer:

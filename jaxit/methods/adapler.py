@@ -59,14 +59,18 @@ max(0.001, θ)).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import MASK_MIN, Encoder, _gelu_erf, dense, mask_bias_from
-from jaxit.heads import exit_head, init_exit_head
+from jaxit.heads import exit_head, init_exit_head, task_loss
+from jaxit.methods.base import Method, label_by_top_key
 
 CP_HIDDEN = 32
 ETA_INIT, ETA_MIN, ETA_MAX = 0.25, 0.01, 1.0
@@ -276,9 +280,181 @@ def tokens_per_layer(out: dict, attention_mask) -> np.ndarray:
     return kept.sum(-1).T.astype(np.int64)
 
 
-__all__ = [
-    "CP_HIDDEN", "ETA_INIT", "BETA", "EVAL_LAMBDA", "init_cp", "init_adapler_heads",
-    "cp_layer", "contribution_logits", "contribution_scores", "scores_from_log_keep", "amplify_cls",
-    "normalise_saliency", "saliency_targets", "kl_divergence", "keep_threshold", "hard_keep",
-    "soft_removal", "lambda_at", "adapler_forward", "tokens_per_layer",
-]
+
+# ----------------------------------------------------------------------------- losses
+
+
+def cp_loss_per_layer(scores: jnp.ndarray, saliency: jnp.ndarray, attention_mask,
+                      theta: jnp.ndarray) -> jnp.ndarray:
+    """KL(Ŝ^ℓ || S̃^ℓ) averaged over the batch, per layer: scores [L, B, T] (CP outputs),
+    saliency [B, T] raw, theta [L] -> [L]. Ŝ^ℓ normalises the saliency over the real tokens
+    and amplifies [CLS] by θ^ℓ (eq. 7)."""
+    mask = jnp.asarray(attention_mask, jnp.float32)
+    targets = jax.vmap(lambda t: saliency_targets(saliency, mask, t))(theta)
+    return jax.vmap(lambda p, q: kl_divergence(p, q, mask).mean())(targets, scores)
+
+
+def layer_weights(num_layers: int) -> jnp.ndarray:
+    """(L - ℓ) for ℓ = 0..L-1 (eq. 6): early CPs weigh more."""
+    return jnp.arange(num_layers, 0, -1).astype(jnp.float32)
+
+
+def adapler_objectives(encoder: Encoder, params: dict, theta_d: jnp.ndarray, batch: Batch,
+                       lam, rng=None, beta: float = BETA):
+    """One soft-removal forward -> ((L_CE, L_CP, L_LENGTH), metrics).
+
+    L_CE: mean cross-entropy; L_CP = Σ_ℓ (L-ℓ) KL(Ŝ^ℓ||S̃^ℓ) (eq. 6, batch mean; θ enters
+    the targets under stop_gradient: its gradient comes from θ_d); L_LENGTH = Σ_ℓ Σ_i
+    exp(M_i^ℓ) (eq. 8, batch mean). batch.token_targets must hold the raw saliencies.
+    """
+    if batch.token_targets is None:
+        raise ValueError("AdapLeR training needs saliency targets in batch.token_targets: set "
+                         "method.saliency_dir to the output of `python -m "
+                         "jaxit.interpret.saliency` for this task")
+    L = encoder.config.num_layers
+    out = adapler_forward(encoder, params, batch, lam, rng, theta_d, beta)
+    ce = task_loss(out["logits"], jnp.asarray(batch.labels), False).mean()
+    theta = jax.lax.stop_gradient(jnp.asarray(params["heads"]["theta"], jnp.float32))
+    kl = cp_loss_per_layer(out["scores"], jnp.asarray(batch.token_targets, jnp.float32),
+                           batch.attention_mask, theta)
+    l_cp = jnp.sum(layer_weights(L) * kl)
+    length = out["n_kept"].sum(0).mean()
+    real = jnp.asarray(batch.attention_mask, jnp.float32).sum(-1)
+    metrics = {"loss_ce": ce, "loss_cp": l_cp, "loss_length": length,
+               "kept_fraction": (out["n_kept"] / real[None]).mean(),
+               "kept_fraction_last": (out["n_kept"][-1] / real).mean(),
+               "lambda": jnp.asarray(lam, jnp.float32),
+               "eta_mean": params["heads"]["eta"].mean(), "theta_mean": theta.mean()}
+    return (ce, l_cp, length), metrics
+
+
+def adapler_grads(objectives: Callable, params: dict, num_layers: int, gamma: float,
+                  phi: float):
+    """Both objectives' gradients from one forward (`jax.vjp`, two cotangents).
+
+    objectives(params, theta_d) -> ((ce, cp, length), metrics). Main params get
+    ∂(ce + γ cp); η gets ∂(ce + φ length); θ gets ∂(ce + φ length)/∂θ_d / max(θ, 1e-3)
+    (appendix B, eq. 14). Returns (main loss, metrics, grads shaped like params).
+    """
+    theta_d = jnp.ones((num_layers,), jnp.float32)
+    losses, vjp, metrics = jax.vjp(objectives, params, theta_d, has_aux=True)
+    ce, l_cp, length = losses
+    one, zero = jnp.ones_like(ce), jnp.zeros_like(ce)
+    g_main, _ = vjp((one, jnp.full_like(ce, gamma), zero))
+    g_speed, g_theta_d = vjp((one, zero, jnp.full_like(ce, phi)))
+    theta = jnp.asarray(params["heads"]["theta"], jnp.float32)
+    heads = {**g_main["heads"], "eta": g_speed["heads"]["eta"],
+             "theta": (g_theta_d / jnp.maximum(theta, THETA_FLOOR)).astype(theta.dtype)}
+    grads = {**g_main, "heads": heads}
+    main = ce + gamma * l_cp
+    metrics = {**metrics, "loss_speed": ce + phi * length}
+    return main, metrics, grads
+
+
+def speed_optimizer(num_steps: int, lr: float = 5e-4, warmup_fraction: float = 0.06,
+                    clip_norm: float = 1.0, eta_range=(ETA_MIN, ETA_MAX)):
+    """The η/θ optimizer (authors' code): clip-norm → Adam (AdamW without weight decay) →
+    lr with linear warm-up and decay → η projected to [0.01, 1] after the step."""
+    from jaxit.train.optim import lr_schedule, project_to_box
+
+    def is_eta(path) -> bool:
+        return any(getattr(k, "key", None) == "eta" for k in path)
+
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    parts += [optax.scale_by_adam(), optax.scale_by_learning_rate(
+        lr_schedule(lr, num_steps, warmup_fraction)), project_to_box(*eta_range, select=is_eta)]
+    return optax.chain(*parts)
+
+
+GROUPS = {"heads/eta": "speed", "heads/theta": "speed"}
+
+
+def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
+                 steps_per_epoch: int, *, gamma: float = 5e-3, phi: float = 5e-4,
+                 lambda_base: float = 10.0, lambda_growth: float = 10.0, beta: float = BETA,
+                 eta_init: float = ETA_INIT, theta_init: float = THETA_INIT,
+                 speed_lr: float = 5e-4, speed_warmup_fraction: float = 0.06,
+                 speed_clip_norm: float = 1.0, saliency_dir: str = "",
+                 name: str = "adapler") -> Method:
+    """An AdapLeR length-reduction `Method` (phase 3; see the module docstring).
+
+    Start it from a fine-tuned run (`init_from`): the encoder and the "final" head are
+    copied, CPs start random, η = eta_init, θ = theta_init. λ = lambda_base ·
+    lambda_growth^epoch with `steps_per_epoch` steps per epoch. `saliency_dir` holds the
+    phase-2 saliencies (`jaxit.interpret.saliency`), attached to the training split by guid.
+    """
+    if is_regression:
+        raise ValueError("adapler: saliency targets need a gold class; regression tasks are "
+                         "not supported")
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"adapler: beta must be in (0, 1) (the paper: 0 < beta < 0.1), got {beta}")
+    if gamma < 0 or phi < 0:
+        raise ValueError(f"adapler: gamma and phi must be >= 0, got {gamma}, {phi}")
+    if lambda_base <= 0 or lambda_growth < 1:
+        raise ValueError(f"adapler: need lambda_base > 0 and lambda_growth >= 1, got "
+                         f"{lambda_base}, {lambda_growth}")
+    cfg = encoder.config
+    L = cfg.num_layers
+
+    def init(rng, encoder_params):
+        heads = init_adapler_heads(rng, L, cfg.hidden_size, num_outputs,
+                                   encoder_params.get("pooler"), eta_init, theta_init)
+        return {"encoder": encoder_params, "heads": heads}
+
+    def lam(step):
+        return lambda_at(step, steps_per_epoch, lambda_base, lambda_growth)
+
+    def objectives(params, theta_d, batch, rng, step):
+        return adapler_objectives(encoder, params, theta_d, batch, lam(step), rng, beta)
+
+    def loss(params, batch, rng, step):
+        (ce, l_cp, _), metrics = objectives(params, jnp.ones((L,), jnp.float32), batch, rng,
+                                             step)
+        return ce + gamma * l_cp, metrics
+
+    def grads(params, batch, rng, step):
+        return adapler_grads(lambda p, t: objectives(p, t, batch, rng, step), params, L,
+                             gamma, phi)
+
+    def predict(params, batch):
+        return adapler_forward(encoder, params, batch, EVAL_LAMBDA)["logits"]
+
+    def prepare_data(dataset, split):
+        if not saliency_dir:
+            raise ValueError("adapler: method.saliency_dir is not set (phase 2 writes it: "
+                             "python -m jaxit.interpret.saliency --run=<fine-tuned run> "
+                             "--out=<dir>)")
+        from jaxit.interpret.saliency import attach_saliency
+
+        return attach_saliency(dataset, saliency_dir, split)
+
+    return Method(
+        name=name, encoder=encoder, is_regression=False, num_outputs=num_outputs,
+        init=init, loss=loss, predict=predict,
+        param_labels=lambda params: label_by_top_key(params, GROUPS, "main"),
+        gates={"main": "train", "speed": "train"}, grads=grads,
+        group_optimizers={"speed": speed_optimizer(num_steps, speed_lr, speed_warmup_fraction,
+                                                   speed_clip_norm)},
+        prepare_data=prepare_data)
+
+
+def build_adapler(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
+                  num_steps: int, steps_per_epoch: int | None = None) -> Method:
+    """Registry builder. Options of `mcfg` (defaults = the authors' SST-2 setting): gamma
+    (5e-3), phi (5e-4), lambda_base (10), lambda_growth (10), beta (0.1), eta_init (0.25),
+    theta_init (1), speed_lr (5e-4), speed_warmup_fraction (0.06), speed_clip_norm (1),
+    saliency_dir (required for training)."""
+    from jaxit.methods.early_exit import _opt
+
+    spe = steps_per_epoch or num_steps
+    return make_adapler(
+        encoder, num_outputs, is_regression, num_steps, spe,
+        gamma=float(_opt(mcfg, "gamma", 5e-3)), phi=float(_opt(mcfg, "phi", 5e-4)),
+        lambda_base=float(_opt(mcfg, "lambda_base", 10.0)),
+        lambda_growth=float(_opt(mcfg, "lambda_growth", 10.0)),
+        beta=float(_opt(mcfg, "beta", BETA)), eta_init=float(_opt(mcfg, "eta_init", ETA_INIT)),
+        theta_init=float(_opt(mcfg, "theta_init", THETA_INIT)),
+        speed_lr=float(_opt(mcfg, "speed_lr", 5e-4)),
+        speed_warmup_fraction=float(_opt(mcfg, "speed_warmup_fraction", 0.06)),
+        speed_clip_norm=float(_opt(mcfg, "speed_clip_norm", 1.0)),
+        saliency_dir=str(_opt(mcfg, "saliency_dir", "")))

@@ -34,6 +34,15 @@ class Method:
     param_labels(params) -> pytree of group names (same structure as params)
     gates: group name -> Gate
     lr_scale: group name -> learning-rate multiplier (default 1)
+
+    Optional, for methods with more than one objective (AdapLeR):
+    grads(params, batch, rng, step) -> (scalar loss, metrics, grads): replaces
+        value_and_grad(loss) in the update step (e.g. one forward, several cotangents);
+    group_optimizers: group name -> a complete optax transform for that group (its own
+        schedule and clipping), used instead of the run's AdamW; such groups are left out
+        of the run's global gradient clipping;
+    prepare_data(dataset, split) -> dataset: called on the training split before batching
+        (e.g. to attach per-token targets).
     """
 
     name: str
@@ -46,6 +55,9 @@ class Method:
     param_labels: Callable[[dict], Any]
     gates: Mapping[str, Gate]
     lr_scale: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    grads: Callable[[dict, Batch, jax.Array, jnp.ndarray], tuple[jnp.ndarray, dict, Any]] | None = None
+    group_optimizers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prepare_data: Callable[[Any, str], Any] | None = None
 
 
 def label_by_top_key(params: dict, mapping: Mapping[str, str], default: str) -> Any:

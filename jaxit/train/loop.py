@@ -81,7 +81,7 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     state = init_state(params, tx, config.train.seed)
     best_metric = config.best_metric or task.metrics[0]
     ckpts = Checkpoints(workdir, keep=config.keep_checkpoints, best_metric=best_metric,
-                        best_mode="max")
+                        best_mode="max", keep_best=int(config.get("keep_best", 1) or 1))
     meta = run_meta(config, setup, state)
     restored = ckpts.restore(state, meta)
     if restored is not None:

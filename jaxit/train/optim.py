@@ -74,15 +74,24 @@ def gate_value(gate, step) -> jnp.ndarray:
 
 def make_optimizer(tcfg, method: Method, params: Any, num_steps: int):
     """Returns (optax transform, labels pytree). `tcfg` has learning_rate, warmup_fraction,
-    weight_decay, adam_b1, adam_b2, adam_eps, grad_clip_norm (0 disables)."""
+    weight_decay, adam_b1, adam_b2, adam_eps, grad_clip_norm (0 disables).
+
+    Groups named in `method.group_optimizers` use that transform instead (their own
+    schedule, clipping and decay; gates still zero their gradients when off); the run's
+    clipping then covers the other groups only."""
     labels = method.param_labels(params)
     groups = sorted(set(jax.tree.leaves(labels)))
     unknown = [g for g in groups if g not in method.gates]
     if unknown:
         raise ValueError(f"method {method.name!r} labels params with groups {unknown} that have "
                          f"no gate; gates are {sorted(method.gates)}")
+    overrides = {g: method.group_optimizers[g] for g in groups if g in method.group_optimizers}
+    schedule = lr_schedule(tcfg.learning_rate, num_steps, tcfg.warmup_fraction)
     transforms = {}
     for g in groups:
+        if g in overrides:
+            transforms[g] = overrides[g]
+            continue
         gate = method.gates[g]
         if gate == "frozen":
             transforms[g] = optax.set_to_zero()
@@ -93,9 +102,42 @@ def make_optimizer(tcfg, method: Method, params: Any, num_steps: int):
             optax.scale(method.lr_scale.get(g, 1.0)),
         )
         transforms[g] = inner if gate == "train" else gated(inner, gate)
-    schedule = lr_schedule(tcfg.learning_rate, num_steps, tcfg.warmup_fraction)
+        if overrides:  # the run's schedule moves inside the group (overrides have their own)
+            transforms[g] = optax.chain(transforms[g], optax.scale_by_learning_rate(schedule))
     chain = []
+    if not overrides:
+        if tcfg.grad_clip_norm:
+            chain.append(optax.clip_by_global_norm(tcfg.grad_clip_norm))
+        chain += [optax.multi_transform(transforms, labels),
+                  optax.scale_by_learning_rate(schedule)]
+        return optax.chain(*chain), labels
+    # Groups with their own optimizer: the run's clip covers the other groups only, and each
+    # group applies the run's schedule itself (same numbers as the chain above).
     if tcfg.grad_clip_norm:
-        chain.append(optax.clip_by_global_norm(tcfg.grad_clip_norm))
-    chain += [optax.multi_transform(transforms, labels), optax.scale_by_learning_rate(schedule)]
+        in_run = jax.tree.map(lambda g: g not in overrides, labels)
+        chain.append(optax.masked(optax.clip_by_global_norm(tcfg.grad_clip_norm), in_run))
+    chain.append(optax.multi_transform(transforms, labels))
     return optax.chain(*chain), labels
+
+
+def project_to_box(lo: float, hi: float, select=None) -> optax.GradientTransformation:
+    """Makes updates land params in [lo, hi] (u -> clip(p + u, lo, hi) - p): a projection
+    after each step (AdapLeR's η in [0.01, 1]). `select(path) -> bool` picks the leaves it
+    applies to (default all); needs params."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("project_to_box needs params")
+
+        def one(path, u, p):
+            if select is not None and not select(path):
+                return u
+            return jnp.clip(p + u, lo, hi) - p
+
+        return jax.tree_util.tree_map_with_path(one, updates, params), state
+
+    return optax.GradientTransformation(init, update)

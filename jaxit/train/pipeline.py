@@ -159,6 +159,9 @@ def build_setup(config) -> Setup:
     num_steps = config.train.num_steps or int(math.ceil(config.train.num_epochs * steps_per_epoch))
     encoder = make_encoder(enc_cfg)
     num_outputs = 1 if task.is_regression else task.num_labels
-    method = make_method(config.method, encoder, num_outputs, task.is_regression, num_steps)
+    method = make_method(config.method, encoder, num_outputs, task.is_regression, num_steps,
+                         steps_per_epoch=steps_per_epoch)
+    if method.prepare_data is not None:  # e.g. AdapLeR's saliency targets, by guid
+        train = method.prepare_data(train, d.train_split)
     return Setup(config, task, tokenizer, enc_params, method, train, dev, steps_per_epoch,
                  num_steps, jax.jit(method.predict))

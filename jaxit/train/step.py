@@ -15,12 +15,17 @@ from jaxit.train.state import TrainState
 
 def make_update_fn(method: Method, tx: optax.GradientTransformation, labels):
     """update(state, batch) -> (state, metrics); gradients of gated-off groups are zeroed
-    before clipping so frozen params neither move nor count in the clip norm."""
+    before clipping so frozen params neither move nor count in the clip norm. Gradients
+    come from `method.grads` when the method has one, else value_and_grad(method.loss)."""
 
     def update(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
-            state.params, batch, rng, state.step)
+        if method.grads is not None:
+            loss, aux, grads = method.grads(state.params, batch, rng, state.step)
+            chex.assert_trees_all_equal_shapes_and_dtypes(grads, state.params)
+        else:
+            (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(
+                state.params, batch, rng, state.step)
         on = jax.tree.map(lambda g: gate_value(method.gates[g], state.step), labels)
         grads = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros_like(g)), grads, on)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
