@@ -13,6 +13,23 @@ import jax.numpy as jnp
 from jaxit.encoders.transformer import dense, dropout
 
 
+POOLINGS = ("cls", "mean")
+
+
+def pool_features(hidden: jnp.ndarray, attention_mask: jnp.ndarray, pooling: str = "cls"):
+    """The exit heads' input from hidden states [..., B, T, D] and a 0/1 mask [B, T]:
+    "cls" (the papers) is the first token's state; "mean" averages the real tokens (what
+    sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained to use: their
+    [CLS] state barely varies across inputs in the lower layers, so [CLS] exits there stay
+    at chance). Returns [..., B, D]."""
+    if pooling == "cls":
+        return hidden[..., 0, :]
+    if pooling == "mean":
+        m = attention_mask.astype(hidden.dtype)[..., None]  # [B, T, 1]
+        return (hidden * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
+    raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
+
+
 def init_exit_head(rng: jax.Array, hidden: int, num_outputs: int, pooler: dict | None = None):
     """One head {"pooler": {kernel [D,D], bias [D]}, "out": {kernel [D,C], bias [C]}}.
 

@@ -33,7 +33,12 @@ def dev_trace(setup, params) -> ExitTrace:
             yield batch._replace(attention_mask=mask)
 
     return collect_layer_outputs(setup.method.encoder, params, batches(),
-                                 setup.method.is_regression)
+                                 setup.method.is_regression, method_pooling(setup))
+
+
+def method_pooling(setup) -> str:
+    """The exit heads' pooling of a run ("cls" unless its config says otherwise)."""
+    return str(setup.config.method.get("pooling", None) or "cls")
 
 
 def dev_examples(setup, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -104,7 +109,8 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
     wall = None
     if wallclock_examples:
         runner = EarlyExitRunner(setup.method.encoder, params, setup.method.num_outputs,
-                                 setup.method.is_regression, buckets=setup_buckets(setup))
+                                 setup.method.is_regression, buckets=setup_buckets(setup),
+                                 pooling=method_pooling(setup))
         runner.warmup()
         examples = dev_examples(setup, wallclock_examples)
         labels = trace.labels[:len(examples)] if trace.labels is not None else None

@@ -317,3 +317,38 @@ def test_truncate_layers_keeps_the_first_layers(minilm_dir):
     np.testing.assert_allclose(cut, full[:2], atol=1e-5)
     with pytest.raises(ValueError, match="truncate_layers"):
         truncate_layers(cfg, params, 7)
+
+
+def test_pool_features():
+    from jaxit.heads import pool_features
+
+    h = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4)
+    mask = jnp.array([[1, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(pool_features(h, mask, "cls"), h[:, 0])
+    np.testing.assert_allclose(pool_features(h, mask, "mean"),
+                               jnp.stack([h[0, :2].mean(0), h[1, 0]]))
+    np.testing.assert_allclose(pool_features(h[None], mask, "mean")[0],
+                               pool_features(h, mask, "mean"))
+    with pytest.raises(ValueError, match="pooling"):
+        pool_features(h, mask, "max")
+
+
+def test_mean_pooling_in_scan_runner_and_trace():
+    """pooling="mean": the training scan, the batch-1 runner and the trace agree, and the
+    heads really read the token mean (a different answer from [CLS])."""
+    enc, _, params = make_model()
+    params["heads"]["halting"]["bias"] = params["heads"]["halting"]["bias"] - 3.0
+    batch = make_batch(n=24, max_len=30, seed=5)
+    scan = dact_forward(enc, params, batch, False, pooling="mean")
+    trace = collect_layer_outputs(enc, params, [batch], False, pooling="mean")
+    np.testing.assert_allclose(trace.outputs, scan["outputs"], atol=1e-5)
+    np.testing.assert_allclose(trace.halting, scan["h"], atol=1e-6)
+    cls_trace = collect_layer_outputs(enc, params, [batch], False)
+    assert np.abs(cls_trace.outputs - trace.outputs).max() > 1e-2
+    runner = EarlyExitRunner(enc, params, 3, False, buckets=(16, 32), pooling="mean")
+    res = runner.run(batch, DACTPolicy(L))
+    exits, outs = simulate_exits(trace, DACTPolicy(L))
+    np.testing.assert_array_equal(res.exit_layers, exits)
+    np.testing.assert_allclose(res.outputs, outs, atol=1e-5)
+    static = runner.run_static(batch)
+    np.testing.assert_allclose(static.outputs, trace.outputs[-1], atol=1e-4)

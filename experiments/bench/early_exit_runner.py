@@ -84,12 +84,12 @@ def load_params(args, enc_params, encoder):
 
             config = config_from_run(args.workdir)
         _, params = restore_params(config, args.workdir)
-        return params, False
+        return params, False, str(config.method.get("pooling", None) or "cls")
     method = make_early_exit(encoder, 2, False, 1, "joint")
     params = method.init(jax.random.PRNGKey(0), enc_params)
     for k in ("exits", "final"):  # spread the random heads' confidences (timing only)
         params["heads"][k]["out"]["kernel"] = params["heads"][k]["out"]["kernel"] * 10.0
-    return params, True
+    return params, True, "cls"
 
 
 def thresholds_for_targets(encoder, params, examples, targets):
@@ -102,7 +102,7 @@ def thresholds_for_targets(encoder, params, examples, targets):
         for j, x in enumerate(chunk):
             ids[j, :len(x)], mask[j, :len(x)] = x, 1
         batches.append(batch_from_ids(ids, mask))
-    conf = collect_layer_outputs(encoder, params, batches, False).probs.max(-1)  # [L, N]
+    conf = collect_layer_outputs(encoder, params, batches, False).probs.max(-1)  # [L, N] (cls)
     L = conf.shape[0]
 
     def avg_exit(t):
@@ -166,9 +166,9 @@ def main(argv=None):
     tokenizer = load_tokenizer(model_dir)
     examples, labels = read_sst2_dev(resources.data_dir() / "SST-2" / "dev.tsv", tokenizer,
                                      limit=args.num_examples)
-    params, random_heads = load_params(args, enc_params, encoder)
+    params, random_heads, pooling = load_params(args, enc_params, encoder)
     buckets = tuple(int(b) for b in args.buckets.split(","))
-    runner = EarlyExitRunner(encoder, params, 2, False, buckets=buckets)
+    runner = EarlyExitRunner(encoder, params, 2, False, buckets=buckets, pooling=pooling)
     t0 = time.perf_counter()
     runner.warmup()
     warm = time.perf_counter() - t0

@@ -83,13 +83,13 @@ class ExitTrace(NamedTuple):
 
 
 def collect_layer_outputs(encoder: Encoder, params: dict, batches: Iterable[Batch],
-                          is_regression: bool) -> ExitTrace:
+                          is_regression: bool, pooling: str = "cls") -> ExitTrace:
     """Runs `all_layer_outputs` (jitted) over `batches`; rows without any real token (batch
     padding) are dropped."""
 
     @jax.jit
     def fwd(p, b):
-        out = all_layer_outputs(encoder, p, b)
+        out = all_layer_outputs(encoder, p, b, pooling=pooling)
         probs = None if is_regression else jax.nn.softmax(out.outputs.astype(np.float32), -1)
         return out.outputs.astype(np.float32), probs, out.lte, out.halting
 

@@ -40,8 +40,8 @@ import numpy as np
 
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
-from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head
+from jaxit.encoders.transformer import MASK_MIN, Encoder, mask_bias_from
+from jaxit.heads import exit_head, pool_features
 from jaxit.inference.policies import (
     GATE_GE,
     GATE_LAYER,
@@ -57,7 +57,15 @@ from jaxit.methods.early_exit import lte_certainty, stacked_heads
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
-def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None):
+def _features(hidden, mask_bias, pooling: str):
+    """The heads' input from hidden [B, T, D]: [CLS] or the mean of the unmasked tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    return pool_features(hidden, (mask_bias > MASK_MIN / 2).astype(hidden.dtype), pooling)
+
+
+def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None,
+                    pooling: str = "cls"):
     """The per-layer function (pure; jit it once, it serves every layer):
 
         layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
@@ -75,7 +83,8 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
 
     def compute(lp, head, lte, hidden, mask_bias, layer):
         hidden = encoder.block(lp, hidden, mask_bias)
-        out, pooled = exit_head(head, hidden[:, 0])
+        feats = _features(hidden, mask_bias, pooling)
+        out, pooled = exit_head(head, feats)
         out = out.astype(jnp.float32)
         parts = [out]
         b = out.shape[0]
@@ -93,7 +102,7 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
             u = lte_certainty(lte, pooled).astype(jnp.float32)
             parts.append(u[:, None])
         if "halting" in head:  # DACT: this layer's halting unit on the raw [CLS] state
-            parts.append(halting_value(head["halting"], hidden[:, 0])[:, None])
+            parts.append(halting_value(head["halting"], feats)[:, None])
         parts.append(jnp.ones((b, 1), jnp.float32))
         layer_f = jnp.broadcast_to(layer.astype(jnp.float32), (b,))
         scores = jnp.stack([max_p, ent, nent, u, layer_f], axis=-1)  # [B, 5], gate kinds
@@ -185,13 +194,15 @@ class EarlyExitRunner:
     """Batch-1 adaptive inference for a multi-exit model (`jaxit.methods.early_exit` params).
 
     runner = EarlyExitRunner(encoder, params, num_outputs=2, is_regression=False)
+    # pooling="mean" for models trained with mean-pooled exit heads
     runner.warmup()
     results = runner.run(batch, ConfidencePolicy(0.9))     # RunResults
     static = runner.run_static(batch)                      # the full model, one call
     """
 
     def __init__(self, encoder: Encoder, params: dict, num_outputs: int, is_regression: bool,
-                 buckets: Sequence[int] = DEFAULT_BUCKETS, pipeline: bool = True):
+                 buckets: Sequence[int] = DEFAULT_BUCKETS, pipeline: bool = True,
+                 pooling: str = "cls"):
         cfg = encoder.config
         self.pipeline = pipeline
         self.encoder, self.config = encoder, cfg
@@ -235,10 +246,10 @@ class EarlyExitRunner:
             bias = mask_bias_from(mask, hidden.dtype)
             for lp in layers:
                 hidden = encoder.block(lp, hidden, bias)
-            out, _ = exit_head(final_head, hidden[:, 0])
+            out, _ = exit_head(final_head, _features(hidden, bias, pooling))
             return out.astype(jnp.float32)
 
-        layer_fn = make_layer_step(encoder, self.is_regression)
+        layer_fn = make_layer_step(encoder, self.is_regression, pooling=pooling)
 
         def first_step(embed_params, lp, head, lte, inputs, active, layer, gate):
             # embedding fused with layer 1: one dispatch less per example
@@ -251,7 +262,7 @@ class EarlyExitRunner:
             return hidden, bias, packed, next_active
 
         self.embed_step = jax.jit(embed_step)
-        self.layer_step = jax.jit(make_layer_step(encoder, self.is_regression, counts))
+        self.layer_step = jax.jit(make_layer_step(encoder, self.is_regression, counts, pooling))
         self.first_step = jax.jit(first_step)
         self.full_step = jax.jit(full_step)
         self._pad_id = cfg.pad_token_id

@@ -11,7 +11,9 @@ so every tool for multi-exit models (layer-wise scores, the batch-1 runner, trac
 a DACT model unchanged; the halting units ride along.
 
 Per layer n (1-based): y_n the exit head's output (softmax probabilities, or the regression
-value), h_n = sigmoid(w_n . cls_n + b_n) the halting unit on the layer's raw [CLS] state.
+value), h_n = sigmoid(w_n . cls_n + b_n) the halting unit on the layer's raw [CLS] state
+(with pooling="mean", the head and the halting unit read the mean of the real tokens'
+states instead: `jaxit.heads.pool_features`).
 With p_0 = 1 and a_0 = 0:
 
     a_n = y_n * p_{n-1} + a_{n-1} * (1 - p_{n-1})        p_n = h_n * p_{n-1}
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, task_loss
+from jaxit.heads import exit_head, pool_features, task_loss
 from jaxit.methods.base import Method, label_by_top_key
 from jaxit.methods.early_exit import _opt, init_multi_exit, stacked_heads
 
@@ -89,7 +91,7 @@ def accumulate(y: jnp.ndarray, h: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray
 
 
 def dact_forward(encoder: Encoder, params: dict, batch: Batch, is_regression: bool,
-                 rng: jax.Array | None = None) -> dict:
+                 rng: jax.Array | None = None, pooling: str = "cls") -> dict:
     """Embedding, then ONE `lax.scan` over layers carrying (hidden, a, p).
 
     Returns {"a": [L, B, C] a_n, "p": [L, B] p_n, "h": [L, B] halting values,
@@ -99,7 +101,8 @@ def dact_forward(encoder: Encoder, params: dict, batch: Batch, is_regression: bo
     enc, heads = params["encoder"], params["heads"]
     r_embed, r_layers = (None, None) if rng is None else jax.random.split(rng)
     hidden = encoder.embed(enc, batch, r_embed)
-    bias = mask_bias_from(jnp.asarray(batch.attention_mask), hidden.dtype)
+    attention_mask = jnp.asarray(batch.attention_mask)
+    bias = mask_bias_from(attention_mask, hidden.dtype)
     n, b = cfg.num_layers, hidden.shape[0]
     keys = None if rng is None else jax.random.split(r_layers, n)
     layers = None if cfg.shared_layers else enc["layers"]
@@ -110,7 +113,7 @@ def dact_forward(encoder: Encoder, params: dict, batch: Batch, is_regression: bo
         lp = enc["layers"] if lp is None else lp
         k_block, k_head = (None, None) if key is None else jax.random.split(key)
         h_state = encoder.block(lp, h_state, bias, k_block)
-        cls = h_state[:, 0]
+        cls = pool_features(h_state, attention_mask, pooling)
         out, _ = exit_head(head, cls, k_head, cfg.hidden_dropout)
         halt = halting_value(unit, cls)
         a, p_next = dact_update(a, p, exit_values(out, is_regression), halt)
@@ -141,7 +144,7 @@ def answer_outputs(a: jnp.ndarray, is_regression: bool) -> jnp.ndarray:
 
 def make_dact(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
               tau: float = 5e-3, stage1_fraction: float = 0.5, halting_bias: float = 0.0,
-              exits_lr_scale: float = 1.0, name: str = "dact") -> Method:
+              exits_lr_scale: float = 1.0, pooling: str = "cls", name: str = "dact") -> Method:
     """A DACT-BERT `Method` (see the module docstring)."""
     if tau < 0:
         raise ValueError(f"dact: tau must be >= 0, got {tau}")
@@ -158,7 +161,7 @@ def make_dact(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps
         return params
 
     def loss(params, batch, rng, step):
-        out = dact_forward(encoder, params, batch, is_regression, rng)
+        out = dact_forward(encoder, params, batch, is_regression, rng, pooling)
         labels = jnp.asarray(batch.labels)
         last = task_loss(out["outputs"][-1], labels, is_regression).mean()
         task = dact_loss_terms(out["a"][-1], labels, is_regression).mean()
@@ -170,7 +173,7 @@ def make_dact(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps
         return value, metrics
 
     def predict(params, batch):
-        a = dact_forward(encoder, params, batch, is_regression)["a"][-1]
+        a = dact_forward(encoder, params, batch, is_regression, None, pooling)["a"][-1]
         return answer_outputs(a, is_regression)
 
     gates: dict = {"backbone": "train", "final": "train",
@@ -196,4 +199,5 @@ def build_dact(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
                      tau=float(_opt(mcfg, "tau", 5e-3)),
                      stage1_fraction=float(_opt(mcfg, "stage1_fraction", 0.5)),
                      halting_bias=float(_opt(mcfg, "halting_bias", 0.0)),
-                     exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)))
+                     exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)),
+                     pooling=str(_opt(mcfg, "pooling", "cls")))

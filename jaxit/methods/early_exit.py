@@ -9,7 +9,8 @@ Param tree (L layers, D hidden, C outputs; C = 1 for regression)::
                "lte": {"kernel": [D, 1], "bias": [1]},      # when lte=True
                "loss_weights": [L-1]}}                      # ELBERT's t_i
 
-Every exit head is pooler (dense D->D, tanh) + dropout + linear D->C; every pooler starts
+Every exit head is pooler (dense D->D, tanh) + dropout + linear D->C on the layer's [CLS]
+state (or, with pooling="mean", the mean of its real tokens: `jaxit.heads.pool_features`); every pooler starts
 from the checkpoint's pooler when it has one (DeeBERT's released code; BERxiT's does the
 same). The last layer's exit head *is* the model's classifier, so there is no separate,
 untrained last off-ramp to exit through.
@@ -58,7 +59,7 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import all_exit_heads, exit_head, init_exit_heads, task_loss
+from jaxit.heads import all_exit_heads, exit_head, init_exit_heads, pool_features, task_loss
 from jaxit.methods.base import Method, label_by_top_key
 
 STRATEGIES = ("joint", "two_stage", "alternating", "pabee", "elbert", "fastbert")
@@ -120,7 +121,7 @@ def init_multi_exit(rng, encoder: Encoder, encoder_params: dict, num_outputs: in
 
 
 def all_layer_outputs(encoder: Encoder, params: dict, batch: Batch,
-                      rng: jax.Array | None = None) -> LayerOutputs:
+                      rng: jax.Array | None = None, pooling: str = "cls") -> LayerOutputs:
     """Every layer's exit-head outputs (and LTE certainty) in one forward pass.
 
     Dropout (encoder and heads) only when `rng` is given. jit-able; use it for layer-wise
@@ -128,7 +129,8 @@ def all_layer_outputs(encoder: Encoder, params: dict, batch: Batch,
     """
     r_enc, r_head = (None, None) if rng is None else jax.random.split(rng)
     mask = mask_bias_from(jnp.asarray(batch.attention_mask))
-    cls = encoder.forward_all(params["encoder"], batch, r_enc, mask)["cls"]  # [L, B, D]
+    hidden = encoder.forward_all(params["encoder"], batch, r_enc, mask)["hidden"]
+    cls = pool_features(hidden, jnp.asarray(batch.attention_mask), pooling)  # [L, B, D]
     heads = params["heads"]
     outputs, pooled = all_exit_heads(stacked_heads(heads), cls, r_head,
                                      encoder.config.hidden_dropout)
@@ -174,7 +176,7 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
                     strategy: str = "joint", lte: bool = False, stage1_fraction: float = 0.5,
                     t_init: float = 4.0, weights_lr_scale: float = 500.0,
                     distill_lr_scale: float = 10.0, exits_lr_scale: float = 1.0,
-                    name: str | None = None) -> Method:
+                    pooling: str = "cls", name: str | None = None) -> Method:
     """A multi-exit `Method` trained with `strategy` (see the module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
@@ -191,7 +193,7 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
 
     def loss(params, batch, rng, step):
         step = jnp.asarray(step)
-        out = all_layer_outputs(encoder, params, batch, rng)
+        out = all_layer_outputs(encoder, params, batch, rng, pooling)
         labels = jnp.asarray(batch.labels)
         per_layer = task_loss(out.outputs, labels, is_regression).mean(axis=1)  # [L]
         last, total = per_layer[-1], per_layer.sum()
@@ -229,8 +231,9 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
     def predict(params, batch):
         # The static full model: the encoder and the last layer's head only.
         mask = mask_bias_from(jnp.asarray(batch.attention_mask))
-        cls = encoder.forward_all(params["encoder"], batch, None, mask)["cls"][-1]
-        out, _ = exit_head(params["heads"]["final"], cls)
+        hidden = encoder.forward_all(params["encoder"], batch, None, mask)["hidden"][-1]
+        out, _ = exit_head(params["heads"]["final"],
+                           pool_features(hidden, jnp.asarray(batch.attention_mask), pooling))
         return out[:, 0] if is_regression else out
 
     def param_labels(params):
@@ -271,7 +274,7 @@ ALIASES = {"early_exit": "joint", "deebert": "two_stage", "berxit": "alternating
 def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
                      num_steps: int) -> Method:
     """Registry builder. Options of `mcfg`: strategy, lte, stage1_fraction, t_init,
-    weights_lr_scale, distill_lr_scale, exits_lr_scale (defaults in `make_early_exit`; the strategy defaults
+    weights_lr_scale, distill_lr_scale, exits_lr_scale, pooling (defaults in `make_early_exit`; the strategy defaults
     by method name: early_exit joint, deebert two_stage, berxit alternating, pabee, elbert,
     fastbert)."""
     name = _opt(mcfg, "name", "early_exit")
@@ -284,4 +287,5 @@ def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bo
         weights_lr_scale=float(_opt(mcfg, "weights_lr_scale", 500.0)),
         distill_lr_scale=float(_opt(mcfg, "distill_lr_scale", 10.0)),
         exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)),
+        pooling=str(_opt(mcfg, "pooling", "cls")),
     )

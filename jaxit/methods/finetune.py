@@ -7,11 +7,14 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, init_exit_head, task_loss
+from jaxit.heads import exit_head, init_exit_head, pool_features, task_loss
 from jaxit.methods.base import Method
 
 
-def make_finetune(encoder: Encoder, num_outputs: int, is_regression: bool) -> Method:
+def make_finetune(encoder: Encoder, num_outputs: int, is_regression: bool,
+                  pooling: str = "cls") -> Method:
+    """Encoder + one head on the last layer's pooled features (`pooling`: see
+    `jaxit.heads.pool_features`)."""
     cfg = encoder.config
 
     def init(rng, encoder_params):
@@ -21,8 +24,9 @@ def make_finetune(encoder: Encoder, num_outputs: int, is_regression: bool) -> Me
     def outputs(params, batch: Batch, rng=None):
         r_enc, r_head = (None, None) if rng is None else jax.random.split(rng)
         mask = mask_bias_from(jnp.asarray(batch.attention_mask))
-        cls = encoder.forward_all(params["encoder"], batch, r_enc, mask)["cls"][-1]
-        logits, _ = exit_head(params["heads"]["final"], cls, r_head, cfg.hidden_dropout)
+        hidden = encoder.forward_all(params["encoder"], batch, r_enc, mask)["hidden"][-1]
+        feats = pool_features(hidden, jnp.asarray(batch.attention_mask), pooling)
+        logits, _ = exit_head(params["heads"]["final"], feats, r_head, cfg.hidden_dropout)
         return logits
 
     def loss(params, batch, rng, step):
