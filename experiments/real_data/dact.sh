@@ -33,7 +33,7 @@ sweep() {  # sweep NAME ARGS...
 SST2=(--config.task=sst2)
 [ -d "$SST2_FT/best" ] || train sst2_finetune "${SST2[@]}" --config.train.num_epochs=1 \
   --config.data.max_train_examples=16000
-for tau in 5e-4 5e-3 5e-2 5e-1; do
+for tau in 5e-3 5e-2 5e-1; do
   args=("${SST2[@]}" "${DACT[@]}" --config.method.tau=$tau --config.init_from="$SST2_FT"
         --config.data.max_train_examples=8000 --config.train.num_epochs=1)
   train dact_sst2_tau$tau "${args[@]}" && sweep dact_sst2_tau$tau "${args[@]}"
