@@ -93,12 +93,15 @@ def test_eta_zero_keeps_everything_and_equals_full_model(model, shared):
     params, runner = shared
     runner.set_eta(0.0)
     data = make_data(12)
-    res = runner.run(data)
+    res = runner.run(data, fused=False)
     n = np.asarray(data.attention_mask).sum(1)
     np.testing.assert_array_equal(res.tokens_per_layer, np.repeat(n[:, None], L, 1))
+    fused = runner.run(data, fused=True)
+    np.testing.assert_array_equal(fused.tokens_per_layer, res.tokens_per_layer)
     full = enc.forward_all(params["encoder"], data)["cls"][-1]
     ref, _ = exit_head(params["heads"]["final"], full)
     np.testing.assert_allclose(res.outputs, ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(fused.outputs, ref, atol=1e-4, rtol=1e-4)
     static = runner.run_static(data)
     np.testing.assert_allclose(static.outputs, ref, atol=1e-4, rtol=1e-4)
     # with every token kept, AdapLeR costs the full model plus its CPs
@@ -151,6 +154,10 @@ def test_hard_dropping_equals_soft_mask_at_large_lambda(model, shared):
     runner.set_eta(eta)
     data = make_data(16, seed=2)
     res = runner.run(data, return_scores=True)
+    fused = runner.run(data, fused=True)  # one call per example: same counts and outputs
+    np.testing.assert_array_equal(fused.tokens_per_layer, res.tokens_per_layer)
+    np.testing.assert_allclose(fused.outputs, res.outputs, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(fused.flops, res.flops)
     out, kept = soft_forward(enc, params, data, eta)
     kept = np.asarray(kept)
     mask = np.asarray(data.attention_mask).astype(bool)
@@ -203,12 +210,13 @@ def test_compiled_shapes_stay_within_buckets_on_sst2_dev(data_dir, minilm_dir):
     buckets = (8, 16, 32, 64)  # SST-2 dev: 4 to 55 tokens (MiniLM's WordPiece)
     runner = TokenDropRunner(enc, make_params(cfg, seed=4, cp_scale=0.3), C, buckets=buckets,
                              eta=0.5)
-    runner.warmup()
+    runner.warmup(static=False)  # the static model is checked in another test
     warm = dict(runner.trace_counts)
-    assert set(warm) == {"first", "layer", "last", "full"}
+    assert set(warm) == {"first", "layer", "last", "fused"}
     assert all(v == len(buckets) for v in warm.values()), warm
-    res = runner.run(examples)
-    runner.run_static(examples[:50])
+    res = runner.run(examples)  # fused: one call per example
+    host = runner.run(examples[:200], fused=False)
+    np.testing.assert_array_equal(host.tokens_per_layer, res.tokens_per_layer[:200])
     assert runner.trace_counts == warm
     # lengths and kept counts span several buckets
     first = {runner.bucket(int(n)) for n in res.num_tokens}
@@ -227,8 +235,11 @@ def test_compare_with_static_reports_side_by_side(shared):
     labels = np.zeros(6, np.int64)
     times = static_bucket_times(runner, repeats=2)
     assert set(times) == set(BUCKETS)
-    m = compare_with_static(runner, examples, {"drop": 0.6, "all": 0.0}, repeats=2,
-                            labels=labels, bucket_times=times)
+    m = compare_with_static(runner, examples,
+                            {"drop": 0.6, "all": 0.0, "host": {"eta": 0.6, "fused": False}},
+                            repeats=2, labels=labels, bucket_times=times)
+    assert m["drop"]["fused"] and not m["host"]["fused"]
+    assert m["host"]["flops_speedup"] == m["drop"]["flops_speedup"]
     np.testing.assert_allclose(runner.eta, 0.3)  # restored
     assert m["all"]["flops_speedup"] < 1.0 < m["drop"]["flops_speedup"]
     assert m["all"]["agreement_with_static"] == 1.0

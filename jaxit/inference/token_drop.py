@@ -7,23 +7,35 @@ on the kept tokens only: their hidden states are gathered (CLS first, original o
 the smallest length bucket that holds them. The last layer is followed by the exit head on
 [CLS] and no CP.
 
-Per-layer jitted functions, each compiled once per length bucket (see `trace_counts`):
+Two ways to run an example, same kept sets and outputs (tested), each function compiled
+once per length bucket and never again (see `trace_counts`):
+
+- fused (the default): ONE jitted call per example, `fused_step(embed_params, layers, cps,
+  etas, head, inputs [3, 1, T0])` -> (outputs [1, C], kept counts [L]). Layers are unrolled;
+  after each CP the survivors are compacted (a cumsum scatter, CLS first, original order)
+  and `lax.switch` runs the branch of the smallest bucket that holds them: gather into
+  [1, b, D], the layer at size b, the next CP (or the head). No host round trip per layer,
+  which matters on a busy host, where every device->host sync waits for a time slice.
+- host loop (`fused=False`; always with `return_scores`, which also returns S̃ and the kept
+  masks per layer for rationale evaluation and heatmaps), per-layer jitted steps:
 
     first_step(embed_params, cp_0, eta_0, inputs [3, 1, T])         -> (buf, packed [2, T])
     layer_step(layer_params, cp_l, eta_l, buf [1, Tmax, D], idx [1, T]) -> (buf, packed [2, T])
     last_step(layer_params, head, buf [1, Tmax, D], idx [1, T])      -> outputs [1, C]
-    full_step(embed_params, layers, head, ids, tt, mask)             -> outputs [1, C] (static)
 
-`buf` is a fixed-size [1, Tmax, D] buffer (Tmax = the largest bucket) holding the last
-layer's output in rows [0, T); `idx` [1, T] int32 lists the rows that the next layer runs on
-(-1 = padding). Gathering from a fixed-size buffer keeps the compiled shapes to one per
-bucket (a gather from the previous bucket's array would need one per pair of buckets).
-`packed` holds the CP scores S̃ (row 0) and the device's keep decision (row 1, 1.0 = keep);
-one small device->host transfer per layer brings both to the host, which builds the next
-`idx` with numpy. The CP math and the decision are `jaxit.methods.adapler`'s
-(`contribution_scores`: Dense(32) -> GELU -> Dense(1) -> softmax over the kept tokens;
-`hard_keep`: [CLS] and S̃ >= η/n), run on the device, so the host never re-derives a
-threshold in other arithmetic. θ does not enter inference (θ_d ≡ 1).
+  `buf` is a fixed-size [1, Tmax, D] buffer (Tmax = the largest bucket) holding the last
+  layer's output in rows [0, T); `idx` [1, T] int32 lists the rows that the next layer runs
+  on (-1 = padding). Gathering from a fixed-size buffer keeps the compiled shapes to one
+  per bucket (a gather from the previous bucket's array would need one per pair of
+  buckets). `packed` holds the CP scores S̃ (row 0) and the device's keep decision (row 1,
+  1.0 = keep); one small device->host transfer per layer brings both to the host, which
+  builds the next `idx` with numpy.
+
+The static full model `full_step(embed_params, layers, head, ids, tt, mask)` is one call.
+The CP math and the keep decision are `jaxit.methods.adapler`'s (`contribution_scores`:
+Dense(32) -> GELU -> Dense(1) -> softmax over the kept tokens; `hard_keep`: [CLS] and
+S̃ >= η/n), always on the device, so the host never re-derives a threshold in other
+arithmetic. θ does not enter inference (θ_d ≡ 1).
 
 FLOPs count real tokens only (`jaxit.flops.token_drop_flops`: layers on the kept counts,
 the CPs, the head); speed-up = Σ FLOPs(full model) / Σ FLOPs(AdapLeR), the full model having
@@ -172,8 +184,9 @@ class TokenDropRunner:
 
     def __init__(self, encoder: Encoder, params: dict, num_outputs: int,
                  is_regression: bool = False, buckets: Sequence[int] = DEFAULT_BUCKETS,
-                 eta=None):
+                 eta=None, fused: bool = True):
         cfg = encoder.config
+        self.fused = bool(fused)
         self.encoder, self.config = encoder, cfg
         self.num_outputs, self.is_regression = int(num_outputs), bool(is_regression)
         self.num_layers = L = cfg.num_layers
@@ -237,10 +250,60 @@ class TokenDropRunner:
             out, _ = exit_head(head, h[:, 0])
             return out.astype(jnp.float32)
 
+        buckets_ = self.buckets
+
+        def compact(keep):
+            """keep [1, T] -> (order [T]: kept rows first, in order; k = their count)."""
+            keep = keep[0] > 0
+            t = keep.shape[0]
+            target = jnp.where(keep, jnp.cumsum(keep) - 1, t)
+            order = jnp.zeros((t,), jnp.int32).at[target].set(jnp.arange(t, dtype=jnp.int32),
+                                                              mode="drop")
+            return order, keep.sum().astype(jnp.int32)
+
+        def fused_step(embed_params, layers, cps, etas, head, inputs):
+            """The whole example in one call: after each CP, `lax.switch` picks the branch of
+            the smallest bucket holding the kept count, which gathers the survivors, runs the
+            layer at that size and scores them with the next CP (or the head)."""
+            counts["fused"] = counts.get("fused", 0) + 1
+            ids, tt, mask = inputs[0], inputs[1], inputs[2]
+            t0 = ids.shape[1]
+            sizes = [b for b in buckets_ if b < t0] + [t0]
+            h = encoder.embed(embed_params, Batch(ids, tt, mask))
+            valid = (mask > 0).astype(jnp.float32)
+            keep = hard_keep(contribution_scores(cps[0], h, valid), valid, etas[0])
+            buf, kept_counts, out = h, [], None
+            for l in range(L):
+                order, k = compact(keep)
+                kept_counts.append(k)
+                bi = jnp.searchsorted(jnp.asarray(sizes, jnp.int32), k, side="left")
+
+                def branch(b, l=l):
+                    def run(operands):
+                        buf, order, k = operands
+                        v = (jnp.arange(b) < k)[None]
+                        x = jnp.take(buf, order[:b], axis=1)
+                        hb = encoder.block(layers[l], x, mask_bias_from(v, x.dtype))
+                        if l == L - 1:
+                            return exit_head(head, hb[:, 0])[0].astype(jnp.float32)
+                        vf = v.astype(jnp.float32)
+                        kb = hard_keep(contribution_scores(cps[l + 1], hb, vf), vf, etas[l + 1])
+                        buf = jax.lax.dynamic_update_slice(buf, hb, (0, 0, 0))
+                        return buf, jnp.pad(kb, ((0, 0), (0, t0 - b)))
+                    return run
+
+                res = jax.lax.switch(bi, [branch(b) for b in sizes], (buf, order, k))
+                if l == L - 1:
+                    out = res
+                else:
+                    buf, keep = res
+            return out, jnp.stack(kept_counts)
+
         self.first_step = jax.jit(first_step)
         self.layer_step = jax.jit(layer_step)
         self.last_step = jax.jit(last_step)
         self.full_step = jax.jit(full_step)
+        self.fused_step = jax.jit(fused_step)
 
     def set_eta(self, eta) -> None:
         """Sets η (a scalar or [L], >= 0) without recompiling: η is an argument of the
@@ -250,6 +313,7 @@ class TokenDropRunner:
             raise ValueError(f"eta must be finite and >= 0, got {eta}")
         self.eta = eta
         self._etas = [jax.device_put(np.float32(e)) for e in eta]
+        self._eta_array = jax.device_put(eta)
 
     # ------------------------------------------------------------------ inputs
 
@@ -275,24 +339,34 @@ class TokenDropRunner:
         mask[0, :n] = 1
         return ids, tt, mask
 
-    def warmup(self, static: bool = True) -> None:
-        """Compiles every function for every bucket; nothing compiles afterwards."""
-        buf = None
+    def warmup(self, static: bool = True, fused: bool = True, host: bool = True) -> None:
+        """Compiles every function for every bucket (the static model, the fused step, the
+        host-loop steps: each as asked); nothing compiles afterwards."""
         for b in self.buckets:
             inputs = np.stack(self.pad(np.full((b,), 101, np.int32)))
-            buf, _ = self.first_step(self._embed_params, self._cps[0], self._etas[0], inputs)
-            idx = np.arange(b, dtype=np.int32)[None]
-            buf2, _ = self.layer_step(self._layers[0], self._cps[0], self._etas[0], buf, idx)
-            np.asarray(self.last_step(self._layers[0], self._head, buf2, idx))
+            if host:
+                buf, _ = self.first_step(self._embed_params, self._cps[0], self._etas[0], inputs)
+                idx = np.arange(b, dtype=np.int32)[None]
+                buf2, _ = self.layer_step(self._layers[0], self._cps[0], self._etas[0], buf, idx)
+                np.asarray(self.last_step(self._layers[0], self._head, buf2, idx))
+            if fused:
+                np.asarray(self.fused_step(self._embed_params, self._layers, self._cps,
+                                           self._eta_array, self._head, inputs)[1])
             if static:
                 np.asarray(self.full_step(self._embed_params, self._layers, self._head,
                                           *self.pad(np.full((b,), 101, np.int32))))
 
     # ------------------------------------------------------------------ running
 
-    def run_one(self, input_ids, token_type_ids=None, return_scores: bool = False
-                ) -> TokenDropResult:
-        """One example through the layers, dropping tokens after every CP."""
+    def run_one(self, input_ids, token_type_ids=None, return_scores: bool = False,
+                fused: bool | None = None) -> TokenDropResult:
+        """One example through the layers, dropping tokens after every CP.
+
+        fused (default: the runner's setting): one device call for the whole example
+        (`fused_step`); otherwise, and always with `return_scores`, the host loop over the
+        per-layer steps (one small transfer per layer). Same kept sets and outputs."""
+        if (self.fused if fused is None else fused) and not return_scores:
+            return self._run_fused(input_ids, token_type_ids)
         start = time.perf_counter()
         n = int(np.asarray(input_ids).size)
         inputs = np.stack(self.pad(input_ids, token_type_ids))  # [3, 1, T]: one transfer
@@ -326,6 +400,19 @@ class TokenDropRunner:
                                         self.cp_hidden)
         return TokenDropResult(outputs, counts, fl, seconds, n, scores, kept)
 
+    def _run_fused(self, input_ids, token_type_ids) -> TokenDropResult:
+        start = time.perf_counter()
+        n = int(np.asarray(input_ids).size)
+        inputs = np.stack(self.pad(input_ids, token_type_ids))
+        out, counts = self.fused_step(self._embed_params, self._layers, self._cps,
+                                      self._eta_array, self._head, inputs)
+        outputs = np.asarray(out)[0]
+        counts = np.asarray(counts).astype(np.int64)
+        seconds = time.perf_counter() - start
+        fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
+                                        self.cp_hidden)
+        return TokenDropResult(outputs, counts, fl, seconds, n)
+
     def run_static_one(self, input_ids, token_type_ids=None) -> TokenDropResult:
         """The static full model (all layers on all tokens, no CPs) in one jitted call."""
         start = time.perf_counter()
@@ -350,11 +437,13 @@ class TokenDropRunner:
             np.array([r.num_tokens for r in results], np.int32), self.is_regression,
             list(results))
 
-    def run(self, inputs, return_scores: bool = False) -> TokenDropResults:
+    def run(self, inputs, return_scores: bool = False, fused: bool | None = None
+            ) -> TokenDropResults:
         """`inputs`: a `Batch` (rows one at a time, padding removed) or an iterable of
         (input_ids, token_type_ids) pairs of real tokens."""
         examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
-        return self.collect([self.run_one(ids, tt, return_scores) for ids, tt in examples])
+        return self.collect([self.run_one(ids, tt, return_scores, fused)
+                             for ids, tt in examples])
 
     def run_static(self, inputs) -> TokenDropResults:
         examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
@@ -362,23 +451,25 @@ class TokenDropRunner:
 
 
 def static_bucket_times(runner: TokenDropRunner, repeats: int = 20) -> dict[int, float]:
-    """Median wall time (s) of the static full model per length bucket (inputs of exactly
-    the bucket's length): the hardware's time-vs-length curve at batch 1."""
-    out = {}
-    for b in runner.buckets:
-        ids = np.full((b,), 101, np.int32)
-        runner.run_static_one(ids)
-        out[b] = float(np.median([runner.run_static_one(ids).seconds for _ in range(repeats)]))
-    return out
+    """Wall time (s) of the static full model per length bucket (inputs of exactly the
+    bucket's length), the minimum over `repeats` rounds that visit every bucket in turn
+    (robust to other processes): the hardware's time-vs-length curve at batch 1."""
+    ids = {b: np.full((b,), 101, np.int32) for b in runner.buckets}
+    out = {b: np.inf for b in runner.buckets}
+    for _ in range(repeats):
+        for b in runner.buckets:
+            out[b] = min(out[b], runner.run_static_one(ids[b]).seconds)
+    return {b: float(t) for b, t in out.items()}
 
 
 def compare_with_static(runner: TokenDropRunner, examples: Sequence,
                         settings: Mapping[str, object] | None = None, repeats: int = 1,
                         labels: Iterable | None = None,
                         bucket_times: Mapping[int, float] | None = None) -> dict:
-    """Times the static full model and the token-dropping runner, for each η setting
-    (name -> η, scalar or [L]; default: the runner's current η), on the same examples in one
-    process, interleaved per example (min over `repeats`). `examples`: (input_ids,
+    """Times the static full model and the token-dropping runner, for each setting (name ->
+    η, a scalar or [L], or {"eta": η, "fused": bool}; default: the runner's current η and
+    mode), on the same examples in one process, interleaved per example (min over
+    `repeats`). `examples`: (input_ids,
     token_type_ids) pairs of real tokens; call `runner.warmup()` first.
 
     Per setting: wall and FLOPs speed-ups (FLOPs on real tokens) and their ratio (the goal
@@ -392,9 +483,12 @@ def compare_with_static(runner: TokenDropRunner, examples: Sequence,
     saved = runner.eta.copy()
     settings = dict(settings) if settings else {"eta": saved}
     etas = {}
+    modes = {}
     for k, v in settings.items():
-        runner.set_eta(v)
-        etas[k] = (runner.eta.copy(), runner._etas)
+        fused = v.get("fused") if isinstance(v, Mapping) else None
+        runner.set_eta(v["eta"] if isinstance(v, Mapping) else v)
+        etas[k] = (runner.eta.copy(), runner._etas, runner._eta_array)
+        modes[k] = runner.fused if fused is None else bool(fused)
     n_ex = len(examples)
     static_t = np.full(n_ex, np.inf)
     static_res = [None] * n_ex
@@ -406,8 +500,8 @@ def compare_with_static(runner: TokenDropRunner, examples: Sequence,
                 r = runner.run_static_one(ids, tt)
                 static_t[i], static_res[i] = min(static_t[i], r.seconds), r
                 for k in settings:
-                    runner.eta, runner._etas = etas[k]
-                    r = runner.run_one(ids, tt)
+                    runner.eta, runner._etas, runner._eta_array = etas[k]
+                    r = runner.run_one(ids, tt, fused=modes[k])
                     drop_t[k][i], drop_res[k][i] = min(drop_t[k][i], r.seconds), r
     finally:
         runner.set_eta(saved)
@@ -427,7 +521,7 @@ def compare_with_static(runner: TokenDropRunner, examples: Sequence,
         padded = sum(flops_lib.token_drop_flops(
             cfg, runner.bucket(r.num_tokens), [runner.bucket(int(m)) for m in r.tokens_per_layer],
             c, runner.cp_hidden) for r in res.examples)
-        o = {"eta": etas[k][0].tolist(),
+        o = {"eta": etas[k][0].tolist(), "fused": modes[k],
              "us_per_example": 1e6 * float(drop_t[k].mean()), "seconds": float(drop_t[k].sum()),
              "wall_speedup": wall, "flops_speedup": fsp, "wall_over_flops": wall / fsp,
              "padded_flops_speedup": padded_full / padded,
