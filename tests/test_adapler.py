@@ -377,3 +377,17 @@ def test_speed_optimizer_and_eta_projection():
     # the main group's step is its own lr (2e-5 schedule), unaffected by the speed grads
     moved = np.abs(np.asarray(p["encoder"]["pooler"]["bias"] - params["encoder"]["pooler"]["bias"]))
     assert np.all(moved < 10 * 2e-5) and np.all(moved > 0)
+
+
+def test_evaluate_soft_mask_counts_kept_tokens():
+    enc, _, params = make_model(seed=1)
+    params["heads"]["eta"] = jnp.array([0.9, 0.6, 1.0], jnp.float32)
+    batch = make_batch(n=4, seed=3, saliency=False)
+    valid = np.array([True, True, True, False])
+    none = A.evaluate_soft_mask(enc, params, [(batch, valid)], eta=0.0)
+    assert none["flops_speedup"] == 1.0 and none["flops_speedup_with_cps"] < 1.0  # CPs cost
+    np.testing.assert_array_equal(none["tokens_per_layer"],
+                                  np.repeat(none["num_tokens"][:, None], L, 1))
+    red = A.evaluate_soft_mask(enc, params, [(batch, valid)])
+    assert red["flops_speedup"] > 1.0 and red["predictions"].shape == (3,)
+    assert np.all(red["kept_fraction"] <= 1.0) and red["kept_fraction"][-1] < 1.0

@@ -244,7 +244,8 @@ def extract_saliencies(run_dir, out_dir, splits: Sequence[str] = ("train",), top
     run's dev metric), averaged, written under out_dir. Resumable: finished per-checkpoint
     files are reused. max_examples/seed pick the same seeded subset as the training
     config's data.max_train_examples/train.seed (0 = the whole split); max_length
-    overrides the run's data.max_length. Returns a summary dict."""
+    overrides the run's data.max_length. A per-checkpoint file that already covers the
+    requested examples (e.g. made for a larger subset) is reused. Returns a summary dict."""
     from jaxit.configs import config_from_run
     from jaxit.data import eval_batches
     from jaxit.encoders.transformer import make_encoder
@@ -271,10 +272,11 @@ def extract_saliencies(run_dir, out_dir, splits: Sequence[str] = ("train",), top
         per_ckpt = []
         for step in steps:
             path = saliency_path(out_dir, split, step)
-            if path.exists():
-                guids, values, _ = load_saliency(path)
-                if guids == list(ds.guids):
-                    per_ckpt.append((guids, values))
+            if path.exists():  # reuse a finished file that covers these examples
+                by_guid = dict(zip(*load_saliency(path)[:2]))
+                have = [by_guid.get(g) for g in ds.guids]
+                if all(v is not None and len(v) == n for v, n in zip(have, ds.lengths)):
+                    per_ckpt.append((list(ds.guids), have))
                     continue
             params = jax.device_put(restore_step_params(run_dir, step))
             values: list[np.ndarray] = [None] * len(ds)  # type: ignore[list-item]

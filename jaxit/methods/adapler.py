@@ -458,3 +458,44 @@ def build_adapler(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
         speed_warmup_fraction=float(_opt(mcfg, "speed_warmup_fraction", 0.06)),
         speed_clip_norm=float(_opt(mcfg, "speed_clip_norm", 1.0)),
         saliency_dir=str(_opt(mcfg, "saliency_dir", "")))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_soft_mask(encoder: Encoder, params: dict, batches, eta=None) -> dict:
+    """Soft-mask evaluation at λ = EVAL_LAMBDA (what hard dropping computes) over
+    (batch, valid) pairs (`jaxit.data.eval_batches`). `eta` ([L] or scalar) overrides η (0 =
+    no reduction). Returns {"predictions" [N], "labels" [N], "tokens_per_layer" [N, L],
+    "num_tokens" [N], "accuracy", "flops_speedup" (encoder FLOPs of the full model / of the
+    kept tokens, `flops.encoder_flops`, summed over examples), "flops_speedup_with_cps"
+    (also counting the CPs and the head: `flops.token_drop_flops` vs `full_model_flops`),
+    "kept_fraction" [L]}."""
+    from jaxit import flops as F
+
+    cfg = encoder.config
+    if eta is not None:
+        eta = jnp.broadcast_to(jnp.asarray(eta, jnp.float32), (cfg.num_layers,))
+        params = {**params, "heads": {**params["heads"], "eta": eta}}
+    fwd = jax.jit(lambda p, b: adapler_forward(encoder, p, b, EVAL_LAMBDA))
+    preds, labels, tpl, ntok = [], [], [], []
+    for batch, valid in batches:
+        out = jax.device_get(fwd(params, batch._replace(labels=None, token_targets=None)))
+        keep = np.asarray(valid, bool)
+        preds.append(np.asarray(out["logits"]).argmax(-1)[keep])
+        labels.append(np.asarray(batch.labels)[keep])
+        tpl.append(tokens_per_layer(out, batch.attention_mask)[keep])
+        ntok.append(np.asarray(batch.attention_mask).sum(-1)[keep])
+    preds, labels = np.concatenate(preds), np.concatenate(labels)
+    tpl, ntok = np.concatenate(tpl), np.concatenate(ntok)
+    c = int(params["heads"]["final"]["out"]["bias"].shape[-1])
+    full = [F.encoder_flops(cfg, [int(n)] * cfg.num_layers) for n in ntok]
+    kept = [F.encoder_flops(cfg, [int(k) for k in row]) for row in tpl]
+    full_h = [F.full_model_flops(cfg, int(n), c) for n in ntok]
+    kept_h = [F.token_drop_flops(cfg, int(n), [int(k) for k in row], c)
+              for n, row in zip(ntok, tpl)]
+    return {"predictions": preds, "labels": labels, "tokens_per_layer": tpl, "num_tokens": ntok,
+            "accuracy": float((preds == labels).mean()),
+            "flops_speedup": F.speedup(full, kept),
+            "flops_speedup_with_cps": F.speedup(full_h, kept_h),
+            "kept_fraction": tpl.sum(0) / max(int(ntok.sum()), 1)}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Real-data AdapLeR (issue 6), MiniLM-L6 from ../shared, CPU-sized. Three phases, each
+# resumable (rerun the script: finished work is skipped or resumed):
+#   1. fine-tune (an existing `finetune` run: FT, default /work/runs/sst2_full2, 1 epoch of
+#      SST-2, dev 0.899; only its 2 kept checkpoints exist, so phase 2 averages those 2);
+#   2. saliencies (gradient x input at the embedding output, gold class) of FT's best
+#      checkpoints on the training subset, at max_length 64 (seed 002 table 3);
+#   3. length-reduction training from FT (init_from) on the same subset: N sentences, E
+#      epochs, lambda = 10 * 10^epoch, gamma 5e-3, phi 5e-4, lr 3e-5 (appendix D), eta/theta
+#      optimizer AdamW 5e-4; one checkpoint per epoch kept;
+#   then dev accuracy / FLOPs speed-up of every epoch's checkpoint (soft mask at lambda =
+#   1e20 = hard dropping), and the fastest within 1 point of FT.
+# Usage: bash experiments/real_data/adapler.sh [RUN_DIR] [FT] [N] [EPOCHS]
+set -u
+RUN=${1:-/work/runs/real/adapler_sst2}
+FT=${2:-/work/runs/sst2_full2}
+N=${3:-6000}
+EPOCHS=${4:-5}
+SHARED=${JAXIT_SHARED:-../shared}
+mkdir -p "$RUN"
+
+echo "=== phase 2: saliencies $(date)"
+python -m jaxit.interpret.saliency --run="$FT" --out="$RUN/saliency" --splits=train \
+  --top_k=3 --max_examples="$N" --seed=0 --max_length=64 --no_progress || exit 1
+
+echo "=== phase 3: length-reduction training $(date)"
+jaxit train --config=experiments/configs/finetune.py --workdir="$RUN" \
+  --config.model="$SHARED/models/all-MiniLM-L6-v2" --config.task=sst2 \
+  --config.method.name=adapler --config.method.saliency_dir="$RUN/saliency" \
+  --config.init_from="$FT" --config.data.max_length=64 \
+  --config.data.max_train_examples="$N" --config.train.seed=0 \
+  --config.train.num_epochs="$EPOCHS" --config.train.learning_rate=3e-5 \
+  --config.train.warmup_fraction=0.06 --config.keep_checkpoints="$EPOCHS" \
+  --config.save_every=100000 --config.progress=False --config.log_every=20 || exit 1
+
+echo "=== evaluation $(date)"
+python experiments/real_data/adapler_eval.py --run="$RUN" --finetuned="$FT" --tolerance=0.01
+echo "=== done $(date)"
