@@ -4,8 +4,9 @@
     python experiments/bench/token_drop_runner.py [--backbone RUN] [--etas 0.5,0.8,1.0]
 
 Reports, side by side and measured in one process (interleaved per example, min over
-`repeats`), the wall-clock speed-up of the token-dropping runner over the static full model
-(one jitted call, same length buckets), the FLOPs speed-up (real tokens; AdapLeR's FLOPs
+`repeats`), the wall-clock speed-up of the token-dropping runner (fused: one jitted call
+per example; and the host loop, one round trip per layer, at two settings) over the static
+full model (one jitted call, same length buckets), the FLOPs speed-up (real tokens; AdapLeR's FLOPs
 include its contribution predictors) and their ratio wall/FLOPs (goal >= 0.8). Extra
 columns: wall / padded FLOPs (bucket padding counted on both sides), and wall /
 length-time: the speed-up predicted by the static model's own per-bucket times when every
@@ -85,7 +86,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_examples", type=int, default=0, help="0 = all 872")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--buckets", default="8,12,16,20,24,32,40,48,64,96,128",
+    ap.add_argument("--buckets", default="8,12,16,20,24,32,40,48,64,128",
                     help="padded lengths (both the runner and the static model)")
     ap.add_argument("--json", default="", help="also write the measurements here")
     args = ap.parse_args(argv)
@@ -103,7 +104,12 @@ def main(argv=None):
                     for s in args.eta_scales.split(",")}
     else:
         settings = {f"η = {float(e):g}": float(e) for e in args.etas.split(",")}
+    names = list(settings)
     settings["η = 0 (keeps all)"] = 0.0
+    # the host loop (one round trip per layer) at a middle setting and at η = 0
+    mid = names[len(names) // 2]
+    settings[f"{mid}, host loop"] = {"eta": settings[mid], "fused": False}
+    settings["η = 0, host loop"] = {"eta": 0.0, "fused": False}
     t0 = time.perf_counter()
     runner.warmup()
     warm_s = time.perf_counter() - t0
@@ -133,14 +139,15 @@ def main(argv=None):
     print(f"# static full model: {st['us_per_example']:.0f} us/example, "
           f"accuracy {st['accuracy']:.4f}")
     print()
-    print("| setting | avg tokens per layer (input → L) | accuracy | agreement | us/example "
+    print("| setting | mode | avg tokens per layer (input → L) | accuracy | agreement | us/example "
           "| wall speed-up | FLOPs speed-up | **wall/FLOPs** | wall/padded FLOPs "
           "| length-time speed-up | wall/length-time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for k in settings:
         r = m[k]
         toks = " ".join(f"{t:.1f}" for t in r["avg_tokens_per_layer"])
-        print(f"| {k} | {r['avg_input_tokens']:.1f} → {toks} | {r['accuracy']:.4f} | "
+        mode = "fused" if r["fused"] else "host loop"
+        print(f"| {k} | {mode} | {r['avg_input_tokens']:.1f} → {toks} | {r['accuracy']:.4f} | "
               f"{r['agreement_with_static']:.3f} | {r['us_per_example']:.0f} | "
               f"{r['wall_speedup']:.3f} | {r['flops_speedup']:.3f} | "
               f"**{r['wall_over_flops']:.3f}** | {r['wall_over_padded_flops']:.3f} | "

@@ -261,10 +261,12 @@ class TokenDropRunner:
                                                               mode="drop")
             return order, keep.sum().astype(jnp.int32)
 
-        def fused_step(embed_params, layers, cps, etas, head, inputs):
+        def fused_step(embed_params, layers, cps, etas, head, inputs, force):
             """The whole example in one call: after each CP, `lax.switch` picks the branch of
             the smallest bucket holding the kept count, which gathers the survivors, runs the
-            layer at that size and scores them with the next CP (or the head)."""
+            layer at that size and scores them with the next CP (or the head). `force` >= 0
+            takes branch `force` at every layer instead (warm-up only: XLA:CPU pays a large
+            one-time cost the first time each branch runs)."""
             counts["fused"] = counts.get("fused", 0) + 1
             ids, tt, mask = inputs[0], inputs[1], inputs[2]
             t0 = ids.shape[1]
@@ -277,6 +279,7 @@ class TokenDropRunner:
                 order, k = compact(keep)
                 kept_counts.append(k)
                 bi = jnp.searchsorted(jnp.asarray(sizes, jnp.int32), k, side="left")
+                bi = jnp.where(force >= 0, jnp.minimum(force, len(sizes) - 1), bi)
 
                 def branch(b, l=l):
                     def run(operands):
@@ -304,6 +307,7 @@ class TokenDropRunner:
         self.last_step = jax.jit(last_step)
         self.full_step = jax.jit(full_step)
         self.fused_step = jax.jit(fused_step)
+        self._no_force = jax.device_put(np.int32(-1))
 
     def set_eta(self, eta) -> None:
         """Sets η (a scalar or [L], >= 0) without recompiling: η is an argument of the
@@ -349,9 +353,11 @@ class TokenDropRunner:
                 idx = np.arange(b, dtype=np.int32)[None]
                 buf2, _ = self.layer_step(self._layers[0], self._cps[0], self._etas[0], buf, idx)
                 np.asarray(self.last_step(self._layers[0], self._head, buf2, idx))
-            if fused:
-                np.asarray(self.fused_step(self._embed_params, self._layers, self._cps,
-                                           self._eta_array, self._head, inputs)[1])
+            if fused:  # every branch of every layer runs once (see fused_step)
+                for j in range(sum(1 for c in self.buckets if c <= b)):
+                    np.asarray(self.fused_step(self._embed_params, self._layers, self._cps,
+                                               self._eta_array, self._head, inputs,
+                                               np.int32(j))[1])
             if static:
                 np.asarray(self.full_step(self._embed_params, self._layers, self._head,
                                           *self.pad(np.full((b,), 101, np.int32))))
@@ -405,7 +411,7 @@ class TokenDropRunner:
         n = int(np.asarray(input_ids).size)
         inputs = np.stack(self.pad(input_ids, token_type_ids))
         out, counts = self.fused_step(self._embed_params, self._layers, self._cps,
-                                      self._eta_array, self._head, inputs)
+                                      self._eta_array, self._head, inputs, self._no_force)
         outputs = np.asarray(out)[0]
         counts = np.asarray(counts).astype(np.int64)
         seconds = time.perf_counter() - start
