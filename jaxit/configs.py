@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.method.speed_lr = 5e-4  # adapler: eta/theta optimizer (AdamW, no decay, own schedule)
     c.method.speed_warmup_fraction = 0.06  # adapler: its warm-up
     c.method.speed_clip_norm = 1.0  # adapler: its gradient clipping
+    # adapler: lr multiplier of the contribution predictors (1 = the paper, ~10k steps on
+    # SST-2; fresh CPs barely move in a few hundred steps at lr 3e-5).
+    c.method.cp_lr_scale = 1.0
 
     # A previous run's workdir: start from its best checkpoint's encoder and matching heads
     # (e.g. DACT stage 2 from a fine-tuned run, with method.stage1_fraction = 0). "" = off.

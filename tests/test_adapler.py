@@ -356,7 +356,8 @@ def test_speed_optimizer_and_eta_projection():
     tcfg = base_config().train
     tx, labels = make_optimizer(tcfg, m, params, 100)
     assert labels["heads"]["eta"] == "speed" and labels["heads"]["theta"] == "speed"
-    assert labels["heads"]["cp"]["out"]["kernel"] == "main"
+    assert labels["heads"]["cp"]["out"]["kernel"] == "cp"
+    assert labels["heads"]["final"]["out"]["kernel"] == "main"
     state = tx.init(params)
     # huge gradients: the speed group clips on its own (its step is ~ lr), eta lands in range
     grads = jax.tree.map(jnp.zeros_like, params)

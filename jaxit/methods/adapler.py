@@ -366,7 +366,7 @@ def speed_optimizer(num_steps: int, lr: float = 5e-4, warmup_fraction: float = 0
     return optax.chain(*parts)
 
 
-GROUPS = {"heads/eta": "speed", "heads/theta": "speed"}
+GROUPS = {"heads/eta": "speed", "heads/theta": "speed", "heads/cp": "cp"}
 
 
 def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps: int,
@@ -374,14 +374,17 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
                  lambda_base: float = 10.0, lambda_growth: float = 10.0, beta: float = BETA,
                  eta_init: float = ETA_INIT, theta_init: float = THETA_INIT,
                  speed_lr: float = 5e-4, speed_warmup_fraction: float = 0.06,
-                 speed_clip_norm: float = 1.0, saliency_dir: str = "",
-                 name: str = "adapler") -> Method:
+                 speed_clip_norm: float = 1.0, cp_lr_scale: float = 1.0,
+                 saliency_dir: str = "", name: str = "adapler") -> Method:
     """An AdapLeR length-reduction `Method` (phase 3; see the module docstring).
 
     Start it from a fine-tuned run (`init_from`): the encoder and the "final" head are
     copied, CPs start random, η = eta_init, θ = theta_init. λ = lambda_base ·
     lambda_growth^epoch with `steps_per_epoch` steps per epoch. `saliency_dir` holds the
     phase-2 saliencies (`jaxit.interpret.saliency`), attached to the training split by guid.
+    Groups: "main" (encoder, final head), "cp" (the CPs; main objective, lr x cp_lr_scale:
+    1 = the paper, which trains them ~10k steps; short CPU schedules need more) and "speed"
+    (η, θ: their own optimizer).
     """
     if is_regression:
         raise ValueError("adapler: saliency targets need a gold class; regression tasks are "
@@ -390,6 +393,8 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
         raise ValueError(f"adapler: beta must be in (0, 1) (the paper: 0 < beta < 0.1), got {beta}")
     if gamma < 0 or phi < 0:
         raise ValueError(f"adapler: gamma and phi must be >= 0, got {gamma}, {phi}")
+    if cp_lr_scale <= 0:
+        raise ValueError(f"adapler: cp_lr_scale must be > 0, got {cp_lr_scale}")
     if lambda_base <= 0 or lambda_growth < 1:
         raise ValueError(f"adapler: need lambda_base > 0 and lambda_growth >= 1, got "
                          f"{lambda_base}, {lambda_growth}")
@@ -432,7 +437,8 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
         name=name, encoder=encoder, is_regression=False, num_outputs=num_outputs,
         init=init, loss=loss, predict=predict,
         param_labels=lambda params: label_by_top_key(params, GROUPS, "main"),
-        gates={"main": "train", "speed": "train"}, grads=grads,
+        gates={"main": "train", "cp": "train", "speed": "train"}, grads=grads,
+        lr_scale={} if cp_lr_scale == 1.0 else {"cp": float(cp_lr_scale)},
         group_optimizers={"speed": speed_optimizer(num_steps, speed_lr, speed_warmup_fraction,
                                                    speed_clip_norm)},
         prepare_data=prepare_data)
@@ -443,7 +449,7 @@ def build_adapler(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
     """Registry builder. Options of `mcfg` (defaults = the authors' SST-2 setting): gamma
     (5e-3), phi (5e-4), lambda_base (10), lambda_growth (10), beta (0.1), eta_init (0.25),
     theta_init (1), speed_lr (5e-4), speed_warmup_fraction (0.06), speed_clip_norm (1),
-    saliency_dir (required for training)."""
+    cp_lr_scale (1), saliency_dir (required for training)."""
     from jaxit.methods.early_exit import _opt
 
     spe = steps_per_epoch or num_steps
@@ -457,6 +463,7 @@ def build_adapler(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
         speed_lr=float(_opt(mcfg, "speed_lr", 5e-4)),
         speed_warmup_fraction=float(_opt(mcfg, "speed_warmup_fraction", 0.06)),
         speed_clip_norm=float(_opt(mcfg, "speed_clip_norm", 1.0)),
+        cp_lr_scale=float(_opt(mcfg, "cp_lr_scale", 1.0)),
         saliency_dir=str(_opt(mcfg, "saliency_dir", "")))
 
 
