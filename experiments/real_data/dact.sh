@@ -1,48 +1,42 @@
 #!/usr/bin/env bash
-# Real-data DACT-BERT runs (issue: DACT), MiniLM-L6 from ../shared, CPU-sized.
-# Stage 1 (fine-tuning) is a separate `finetune` run; stage 2 starts from its best checkpoint
-# (`init_from`, stage1_fraction 0), once per tau, then `jaxit sweep` (DACT's halting rule plus
-# confidence/entropy on the same exits, batch-1 wall clock vs the static model).
-# Heads read the mean of the real tokens (pooling=mean, see early_exit.sh), so stage 1 is a
-# mean-pooled fine-tune here (16k SST-2 sentences, 1 epoch; MRPC 3 epochs).
-# Usage: bash experiments/real_data/dact.sh [RUNS_DIR] [SST2_FINETUNED_RUN]
-#   SST2_FINETUNED_RUN: an SST-2 `finetune` workdir trained with the same pooling.
+# Real-data DACT-BERT runs (issue: DACT), MiniLM-L6 from ../shared, sized for a 2-core CPU.
+# Stage 1 (a fine-tuned backbone with mean-pooled heads) is taken from the BERxiT Alternating
+# run of early_exit.sh on the same task: `init_from` copies its encoder, last head AND its
+# intermediate exits (a warm start for the exits; the paper trains them from scratch in
+# stage 2). Stage 2 (stage1_fraction 0) trains everything with the DACT loss, once per tau,
+# then `jaxit sweep` evaluates DACT's halting rule (and confidence/entropy on the same exits)
+# with batch-1 wall clock vs the static model.
+# Usage: bash experiments/real_data/dact.sh [RUNS_DIR] [TASK]   (TASK: sst2|mrpc|all)
 set -u
 RUNS=${1:-runs/real}
-SST2_FT=${2:-$RUNS/sst2_finetune}
+TASK=${2:-all}
 SHARED=${JAXIT_SHARED:-../shared}
 CFG=experiments/configs/finetune.py
 COMMON=(--config.model="$SHARED/models/all-MiniLM-L6-v2" --config.progress=False
         --config.keep_checkpoints=1 --config.save_every=100 --config.train.learning_rate=5e-5
-        --config.method.pooling=mean)
-DACT=(--config.method.name=dact --config.method.stage1_fraction=0
-      --config.method.exits_lr_scale=20)
+        --config.method.pooling=mean --config.method.name=dact
+        --config.method.stage1_fraction=0 --config.method.exits_lr_scale=20)
 
-train() {  # train NAME ARGS...
+run() {  # run NAME ARGS...: train then sweep
   local name=$1; shift
   echo "=== $name: train $(date)"
-  jaxit train --config=$CFG --workdir="$RUNS/$name" "${COMMON[@]}" "$@" || echo "FAILED $name"
-}
-sweep() {  # sweep NAME ARGS...
-  local name=$1; shift
+  jaxit train --config=$CFG --workdir="$RUNS/$name" "${COMMON[@]}" "$@" || { echo "FAILED $name"; return; }
   echo "=== $name: sweep $(date)"
-  jaxit sweep --config=$CFG --workdir="$RUNS/$name" "${COMMON[@]}" "$@" \
-    --policies=confidence,entropy --wallclock_examples=300 || echo "FAILED sweep $name"
+  jaxit sweep --workdir="$RUNS/$name" --policies=confidence,entropy --wallclock_examples=300 \
+    || echo "FAILED sweep $name"
 }
 
-SST2=(--config.task=sst2)
-[ -d "$SST2_FT/best" ] || train sst2_finetune "${SST2[@]}" --config.train.num_epochs=1 \
-  --config.data.max_train_examples=16000
 for tau in 5e-3 5e-2 5e-1; do
-  args=("${SST2[@]}" "${DACT[@]}" --config.method.tau=$tau --config.init_from="$SST2_FT"
-        --config.data.max_train_examples=8000 --config.train.num_epochs=1)
-  train dact_sst2_tau$tau "${args[@]}" && sweep dact_sst2_tau$tau "${args[@]}"
+  case $TASK in sst2|all)
+    run dact_sst2_tau$tau --config.task=sst2 --config.method.tau=$tau \
+      --config.init_from="$RUNS/sst2_alternating" --config.data.max_train_examples=8000 \
+      --config.train.num_epochs=1 ;;
+  esac
 done
-
-MRPC=(--config.task=mrpc --config.train.num_epochs=3)
-[ -d "$RUNS/mrpc_finetune/best" ] || train mrpc_finetune "${MRPC[@]}"
 for tau in 5e-3 5e-2 5e-1; do
-  args=("${MRPC[@]}" "${DACT[@]}" --config.method.tau=$tau --config.init_from="$RUNS/mrpc_finetune")
-  train dact_mrpc_tau$tau "${args[@]}" && sweep dact_mrpc_tau$tau "${args[@]}"
+  case $TASK in mrpc|all)
+    run dact_mrpc_tau$tau --config.task=mrpc --config.method.tau=$tau \
+      --config.init_from="$RUNS/mrpc_alternating" --config.train.num_epochs=1 ;;
+  esac
 done
-echo "=== done $(date)"
+echo "=== dact.sh $TASK done $(date)"
