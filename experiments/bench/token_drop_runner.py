@@ -98,7 +98,7 @@ def load_model(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", default="", help="trained AdapLeR run (load_run_params)")
-    ap.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    ap.add_argument("--checkpoint", default="best", help="best, latest or a step number")
     ap.add_argument("--eta_scales", default="1.0", help="trained run: η multiples to time")
     ap.add_argument("--backbone", default="/work/runs/sst2_full2",
                     help="without --workdir: a fine-tuned run for the encoder and head")

@@ -118,13 +118,14 @@ class TokenDropResults:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_adapler_run(workdir, which: str = "best", random_cps: float | None = None,
+def load_adapler_run(workdir, which: str | int = "best", random_cps: float | None = None,
                      seed: int = 0):
-    """(encoder, params, model_dir) of a trained run, read without its config
-    (`load_run_params`); the encoder config and tokenizer come from the run's
-    hparams.json "model" (else the default MiniLM). An AdapLeR run is used as is. A run
-    without CPs (e.g. `finetune`) needs `random_cps`: CPs with normal(random_cps) kernels
-    and η = 0.25 are added (timing and chance baselines only)."""
+    """(encoder, params, model_dir) of a trained run, read without its config; `which`:
+    "best", "latest" or a step number (e.g. the checkpoint that AdapLeR's model selection
+    picked). The encoder config and tokenizer come from the run's hparams.json "model"
+    (else the default MiniLM). An AdapLeR run is used as is. A run without CPs (e.g.
+    `finetune`) needs `random_cps`: CPs with normal(random_cps) kernels and η = 0.25 are
+    added (timing and chance baselines only)."""
     import json
     from pathlib import Path
 
@@ -140,7 +141,12 @@ def load_adapler_run(workdir, which: str = "best", random_cps: float | None = No
         if model and Path(model).is_dir():
             model_dir = Path(model)
     cfg = load_config(model_dir)
-    params = jax.tree.map(np.asarray, load_run_params(workdir, which))
+    if isinstance(which, int) or str(which).isdigit():
+        from jaxit.interpret.saliency import restore_step_params
+
+        params = jax.tree.map(np.asarray, restore_step_params(workdir, int(which)))
+    else:
+        params = jax.tree.map(np.asarray, load_run_params(workdir, which))
     heads = params.get("heads", {})
     if "final" not in heads:
         raise ValueError(f"{workdir}: params['heads'] has no 'final' exit head")

@@ -81,7 +81,7 @@ def run_lr_eval(workdir, tasks=("eraser_movies", "hatexplain"), split: str = "te
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="jaxit lr-eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True, help="a trained AdapLeR run")
-    ap.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    ap.add_argument("--checkpoint", default="best", help="best, latest or a step number")
     ap.add_argument("--tasks", default="eraser_movies,hatexplain")
     ap.add_argument("--split", default="test")
     ap.add_argument("--max_length", type=int, default=512)
