@@ -7,7 +7,7 @@ D=$(dirname "$0")
 bash "$D/early_exit.sh" "$RUNS" sst2
 bash "$D/dact.sh" "$RUNS" sst2
 bash "$D/early_exit.sh" "$RUNS" mrpc_alternating
+bash "$D/early_exit.sh" "$RUNS" mrpc_joint
 bash "$D/early_exit.sh" "$RUNS" stsb
 bash "$D/dact.sh" "$RUNS" mrpc
-bash "$D/early_exit.sh" "$RUNS" mrpc_joint
 echo "=== run_all done $(date)"
