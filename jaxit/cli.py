@@ -5,7 +5,7 @@
     jaxit eval  --config=... --workdir=runs/sst2 [--checkpoint=best|latest]
     jaxit sweep --config=... --workdir=runs/sst2_berxit [--policies=confidence,entropy]
     jaxit demo  [--workdir=runs/demo]
-    jaxit interpret [--config=...] --workdir=runs/sst2_dact [--examples=5] [--ig_steps=50]
+    jaxit interpret [--config=...] --workdir=runs/sst2_dact [--examples=5] [--ig_steps=300]
     jaxit lr-eval --workdir=runs/sst2_adapler [--tasks=eraser_movies,hatexplain]  (AdapLeR
         CP scores vs human rationales; `jaxit lr-eval --help`)
 """
@@ -41,7 +41,8 @@ flags.DEFINE_integer("wallclock_examples", 200, "sweep: dev examples timed by th
 flags.DEFINE_bool("quick", False, "demo: a smaller, faster run (for smoke tests)")
 flags.DEFINE_integer("examples", 5, "interpret: dev examples to attribute with Integrated "
                      "Gradients (heatmaps)")
-flags.DEFINE_integer("ig_steps", 50, "interpret: Integrated Gradients steps (trapezoid rule)")
+flags.DEFINE_integer("ig_steps", 300, "interpret: Integrated Gradients steps (trapezoid rule; "
+                     "summary.json flags examples whose completeness gap exceeds 5%)")
 
 COMMANDS = ("train", "eval", "sweep", "demo", "interpret", "lr-eval")
 

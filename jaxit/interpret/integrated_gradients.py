@@ -16,6 +16,12 @@ the quadrature error and shrinks as m grows. Rules (`rule`):
 - ``"gauss_legendre"``: m Gauss-Legendre nodes on [0, 1]; exact for gradients that are
   polynomials of degree <= 2m - 1 along the path.
 
+Steps: real encoders can switch sharply along the straight-line path (the MiniLM DACT model
+on SST-2: a_L moving 0.09 -> 0.74 within alpha in [0.15, 0.2], slope ~90), where 50 steps
+leave completeness gaps as large as the attributed change; 300 trapezoid steps brought every
+gap checked below 0.2%. Check `IGResult.delta` against f(x) - f(x') (Sundararajan et al.:
+within 5%) and raise `steps` when it is not small.
+
 All path points are evaluated as one batch (`jax.vmap` of the gradient; `chunk_size` bounds
 memory with `jax.lax.map(..., batch_size=chunk_size)`). Everything is traceable: jit a
 wrapper that closes over f (f, steps, rule and chunk_size are static).
@@ -69,6 +75,25 @@ def path_coefficients(steps: int, rule: str = "trapezoid") -> tuple[np.ndarray, 
     return alphas, weights
 
 
+def jacobian_rows(f: Callable, num_outputs: int) -> Callable:
+    """x -> the Jacobian [K, *x.shape] of f: x -> [K], as one forward pass and K pullbacks.
+
+    Same values as `jax.jacrev`, which vmaps the pullback over the K cotangents. IG then
+    vmaps over path points, and that nesting (vmap over points of jacrev) gave wrong
+    Jacobian rows on XLA:CPU (jax 0.10.2) for MiniLM-sized DACT models (D 384, 12 heads,
+    T 32, 51 points): halting-value attributions summing to -0.035 instead of +0.0025,
+    while `lax.map` over points or this loop over cotangents agreed with the directional
+    derivative. The loop keeps a single level of vmap.
+    """
+
+    def rows(x):
+        y, pull = jax.vjp(f, x)
+        eye = jnp.eye(num_outputs, dtype=y.dtype)
+        return jnp.stack([pull(eye[k])[0] for k in range(num_outputs)])
+
+    return rows
+
+
 class IGResult(NamedTuple):
     """Integrated Gradients of f at x.
 
@@ -95,7 +120,7 @@ def integrated_gradients(f: Callable[[jnp.ndarray], jnp.ndarray], x: jnp.ndarray
     """IG of f (x -> [] or [K]) at x (any float shape) from `baseline` (zeros if None).
 
     Returns `IGResult`; vector-valued f gets one attribution map per output (reverse-mode
-    Jacobian at every path point). See the module docstring for the rules.
+    Jacobian at every path point, `jacobian_rows`). See the module docstring for the rules.
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -105,16 +130,20 @@ def integrated_gradients(f: Callable[[jnp.ndarray], jnp.ndarray], x: jnp.ndarray
     out = jax.eval_shape(f, x)
     if out.ndim > 1:
         raise ValueError(f"f must return a scalar or a vector, got shape {out.shape}")
-    grad_fn = jax.grad(f) if out.ndim == 0 else jax.jacrev(f)
+    grad_fn = jax.grad(f) if out.ndim == 0 else jacobian_rows(f, out.shape[0])
     alphas, weights = path_coefficients(steps, rule)
-    alphas = jnp.asarray(alphas, x.dtype).reshape((-1,) + (1,) * x.ndim)
-    points = baseline[None] + alphas * (x - baseline)[None]  # [P, *x.shape]
-    if chunk_size:
-        grads = jax.lax.map(grad_fn, points, batch_size=int(chunk_size))
-    else:
-        grads = jax.vmap(grad_fn)(points)  # [P, (K,) *x.shape]
-    avg = jnp.tensordot(jnp.asarray(weights, grads.dtype), grads, axes=1)
-    attributions = (x - baseline).astype(avg.dtype) * avg
+    alphas, weights = jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype)
+    diff = x - baseline
+
+    def along(fn, a):  # fn at the path points baseline + a (x - baseline), a [P]
+        points = baseline[None] + a.reshape((-1,) + (1,) * x.ndim) * diff[None]
+        if chunk_size:
+            return jax.lax.map(fn, points, batch_size=int(chunk_size))
+        return jax.vmap(fn)(points)
+
+    grads = along(grad_fn, alphas)  # [P, (K,) *x.shape]
+    avg = jnp.tensordot(weights.astype(grads.dtype), grads, axes=1)
+    attributions = diff.astype(avg.dtype) * avg
     ends = jax.vmap(f)(jnp.stack([x, baseline]))
     return IGResult(attributions, ends[0], ends[1])
 

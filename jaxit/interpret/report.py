@@ -64,11 +64,20 @@ def attribution_rows(att, exit_layer: int | None, class_name: str) -> tuple[np.n
     return rows, labels
 
 
-def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int = 50,
+GAP_WARNING = 0.05  # Sundararajan et al.: attributions should add up to within 5%
+
+
+def relative_gap(delta: float, value: float, baseline_value: float) -> float:
+    """|completeness gap| / |f(x) - f(baseline)| (the gap itself when f did not move)."""
+    change = abs(value - baseline_value)
+    return abs(delta) / change if change > 1e-6 else abs(delta)
+
+
+def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int = 300,
                   ig_rule: str = "trapezoid", baseline: str = "zeros",
-                  tolerance: float = 0.1) -> dict:
+                  tolerance: float = 0.1, chunk_size: int | None = 64) -> dict:
     """Writes the files listed in the module docstring for a DACT model on `setup`'s dev
-    split and returns the summary."""
+    split and returns the summary. IG path points are evaluated `chunk_size` at a time."""
     from jaxit.sweep import dev_examples, setup_buckets
 
     check_dact_params(params)
@@ -97,7 +106,7 @@ def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int =
         title=f"{title}: attention entropy per layer")
 
     attribute = make_dact_attributor(encoder, is_regression, ig_steps, ig_rule, baseline,
-                                     buckets)
+                                     buckets, chunk_size)
     names = task.label_names
     sections, records = [], []
     for i, (ids, tt) in enumerate(examples[:num_examples]):
@@ -106,14 +115,21 @@ def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int =
         cls_name = "value" if is_regression else (
             f"p({names[att.target]})" if names else f"p(class {att.target})")
         rows, row_labels = attribution_rows(att, int(full.exit_layers[i]), cls_name)
+        gaps = [relative_gap(att.output_delta, att.output_value, att.output_baseline)] + [
+            relative_gap(d, v, b) for d, v, b in zip(att.halting_delta, att.halting_values,
+                                                     att.halting_baseline)]
         label = labels[i].item() if labels.size > i else None
         head = (f"dev example {i}: label {_label_text(label, names)}, DACT exit layer "
                 f"{int(full.exit_layers[i])} of {L}, answer "
                 f"{_label_text(full.predictions[i].item(), names)}")
+        if max(gaps) > GAP_WARNING:
+            head += (f" [IG completeness gap {max(gaps):.0%} of the change: raise "
+                     "--ig_steps]")
         sections.append(heatmap_html(tokens, rows, row_labels, title=head))
         write_heatmap_png(tokens, rows, out / f"attributions_{i}.png", row_labels, title=head)
         records.append({
             "index": i, "tokens": tokens, "label": label, "target": att.target,
+            "max_relative_completeness_gap": max(gaps),
             "exit_layer": int(full.exit_layers[i]), "answer_a_L": att.answer.tolist(),
             "output": {"attributions": att.output.tolist(), "value": att.output_value,
                        "baseline_value": att.output_baseline,
@@ -129,18 +145,19 @@ def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int =
     (out / "attributions.json").write_text(json.dumps(
         {"ig_steps": ig_steps, "rule": ig_rule, "baseline": baseline,
          "examples": records}, indent=2))
-    gaps = [abs(r["output"]["completeness_gap"]) for r in records] + [
-        abs(g) for r in records for g in r["halting"]["completeness_gap"]]
+    rel = [r["max_relative_completeness_gap"] for r in records]
     summary = {"exit_histogram": hist, "attention_entropy_per_layer": ent["per_layer"],
                "pruning": prune, "num_attributed": len(records),
-               "max_abs_completeness_gap": max(gaps) if gaps else None,
+               "max_relative_completeness_gap": max(rel) if rel else None,
+               "examples_over_gap_warning": [r["index"] for r in records
+                                             if r["max_relative_completeness_gap"] > GAP_WARNING],
                "out_dir": str(out)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def interpret_checkpoint(config, workdir, which: str = "best", num_examples: int = 5,
-                         ig_steps: int = 50) -> dict:
+                         ig_steps: int = 300) -> dict:
     """`jaxit interpret`: restore a trained DACT run and write <workdir>/interpret/."""
     from jaxit.train.evaluate import restore_params
 
