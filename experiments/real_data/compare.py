@@ -55,7 +55,7 @@ def main(argv=None):
     for spec in args.points:
         label, pattern, policy = parse(spec)
         pts = []
-        for run in sorted(glob.glob(pattern)):
+        for run in sorted(g for g in glob.glob(pattern) if Path(g, "sweep").is_dir()):
             rep = read_report(run)
             if policy not in rep["sweeps"]:
                 continue
