@@ -178,13 +178,20 @@ def test_dact_ig_completeness(dact_ig):
     np.testing.assert_allclose(att2.output_value, a_last[other], atol=1e-6)
 
 
-def test_dact_ig_is_padding_invariant_and_checks_input(dact_ig):
+def test_dact_ig_mean_pooling_is_padding_invariant_and_checks_input(dact_ig):
     enc, params, attribute = dact_ig
     ids = np.array([1, 33, 12, 2], np.int32)
-    small = attribute(params, ids)  # padded to 16
-    large = make_dact_attributor(enc, False, steps=64, buckets=(32,))(params, ids)
+    small = make_dact_attributor(enc, False, steps=64, buckets=(8,), pooling="mean")(params,
+                                                                                   ids)
+    large = make_dact_attributor(enc, False, steps=64, buckets=(32,), pooling="mean")(params,
+                                                                                    ids)
     np.testing.assert_allclose(small.output, large.output, atol=1e-5)
     np.testing.assert_allclose(small.halting, large.halting, atol=1e-5)
+    ref = dact_forward(enc, params, batch_from_ids(ids[None]), False, pooling="mean")
+    np.testing.assert_allclose(small.halting_values, np.asarray(ref["h"][:, 0]), atol=1e-6)
+    assert abs(small.output_delta) < 1e-4 and np.abs(small.halting_delta).max() < 1e-4
+    cls = attribute(params, ids)  # the model read through [CLS] answers differently
+    assert np.abs(cls.halting_values - small.halting_values).max() > 1e-3
     with pytest.raises(ValueError, match="no tokens"):
         attribute(params, np.array([], np.int32))
     with pytest.raises(ValueError, match="DACT"):

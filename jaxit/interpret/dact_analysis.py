@@ -217,11 +217,13 @@ def count_params(tree) -> int:
 
 def pruning_check(encoder: Encoder, params: dict, examples: Sequence, is_regression: bool,
                   depth: int | None = None, tolerance: float = 0.1, value_range: float = 5.0,
-                  buckets: Sequence[int] | None = None, full_results=None) -> dict:
+                  buckets: Sequence[int] | None = None, full_results=None,
+                  pooling: str = "cls") -> dict:
     """Runs `DACTPolicy` with the batch-1 runner on the full model and on the model pruned to
     `depth` (default: the deepest exit layer the full model used on `examples`) and compares.
 
-    `examples`: (input_ids, token_type_ids) pairs of real tokens. `full_results`: the full
+    `examples`: (input_ids, token_type_ids) pairs of real tokens; `pooling` as the model was
+    trained ("cls" or "mean"). `full_results`: the full
     model's `RunResults` on `examples` if already computed. Returns a JSON-able report with
     "identical_predictions", "num_changed", exit-layer means and parameter counts, and the
     full and pruned `RunResults` under "_full" / "_pruned" (not JSON).
@@ -238,7 +240,7 @@ def pruning_check(encoder: Encoder, params: dict, examples: Sequence, is_regress
     L = encoder.config.num_layers
 
     def run(enc, p, layers):
-        runner = EarlyExitRunner(enc, p, num_outputs, is_regression, buckets)
+        runner = EarlyExitRunner(enc, p, num_outputs, is_regression, buckets, pooling=pooling)
         return runner.run(examples, DACTPolicy(layers, tolerance, value_range))
 
     full = full_results if full_results is not None else run(encoder, params, L)

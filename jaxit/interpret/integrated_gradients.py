@@ -191,7 +191,8 @@ def _bucket(n: int, buckets: Sequence[int]) -> int:
 
 def make_dact_attributor(encoder: Encoder, is_regression: bool, steps: int = 50,
                          rule: str = "trapezoid", baseline: str = "zeros",
-                         buckets: Sequence[int] = DEFAULT_BUCKETS, chunk_size: int | None = None):
+                         buckets: Sequence[int] = DEFAULT_BUCKETS, chunk_size: int | None = None,
+                         pooling: str = "cls"):
     """A function `attribute(params, input_ids, token_type_ids=None, target=None) ->
     DACTAttributions` for one example's real tokens (no padding), compiled once per length
     bucket.
@@ -201,7 +202,8 @@ def make_dact_attributor(encoder: Encoder, is_regression: bool, steps: int = 50,
     pad token's). Padding added to reach the bucket is masked out of attention and held
     at its input value, so it gets exactly zero attribution. `target` None attributes the
     answer class argmax a_L (= the DACT policy's answer wherever it stops early, by the
-    halting bound); regression attributes the value a_L.
+    halting bound); regression attributes the value a_L. `pooling`: the features the heads
+    and halting units read, as the model was trained ("cls" or "mean").
     """
     from jaxit.methods.dact import dact_forward
 
@@ -223,7 +225,7 @@ def make_dact_attributor(encoder: Encoder, is_regression: bool, steps: int = 50,
         def outputs(w):
             enc = encoder._replace(
                 embed=lambda p, b, rng=None: encoder.embed(p, b, rng, word_embeddings=w))
-            return dact_forward(enc, params, batch, is_regression)
+            return dact_forward(enc, params, batch, is_regression, None, pooling)
 
         answer = outputs(words)["a"][-1, 0]  # [C]
         tgt = jnp.where(target < 0, jnp.argmax(answer), target).astype(jnp.int32)
@@ -277,8 +279,10 @@ def make_dact_attributor(encoder: Encoder, is_regression: bool, steps: int = 50,
 
 def dact_attributions(encoder: Encoder, params: dict, input_ids, token_type_ids=None,
                       is_regression: bool = False, target: int | None = None, steps: int = 50,
-                      rule: str = "trapezoid", baseline: str = "zeros") -> DACTAttributions:
+                      rule: str = "trapezoid", baseline: str = "zeros",
+                      pooling: str = "cls") -> DACTAttributions:
     """One-off `make_dact_attributor(...)(params, input_ids, token_type_ids, target)`; build
     the attributor once to reuse its compiled function over many examples."""
-    attribute = make_dact_attributor(encoder, is_regression, steps, rule, baseline)
+    attribute = make_dact_attributor(encoder, is_regression, steps, rule, baseline,
+                                     pooling=pooling)
     return attribute(params, input_ids, token_type_ids, target)

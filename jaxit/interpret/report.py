@@ -78,7 +78,7 @@ def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int =
                   tolerance: float = 0.1, chunk_size: int | None = 64) -> dict:
     """Writes the files listed in the module docstring for a DACT model on `setup`'s dev
     split and returns the summary. IG path points are evaluated `chunk_size` at a time."""
-    from jaxit.sweep import dev_examples, setup_buckets
+    from jaxit.sweep import dev_examples, method_pooling, setup_buckets
 
     check_dact_params(params)
     method, task = setup.method, setup.task
@@ -87,11 +87,12 @@ def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buckets = setup_buckets(setup)
+    pooling = method_pooling(setup)
     value_range = (task.label_range[1] - task.label_range[0]) if task.label_range else 5.0
 
     examples = dev_examples(setup, len(setup.eval_data))
     prune = pruning_check(encoder, params, examples, is_regression, tolerance=tolerance,
-                          value_range=value_range, buckets=buckets)
+                          value_range=value_range, buckets=buckets, pooling=pooling)
     full, pruned = prune.pop("_full"), prune.pop("_pruned")
     labels = np.asarray(setup.eval_data.labels)
     if not is_regression and (labels >= 0).all():
@@ -106,7 +107,7 @@ def interpret_run(setup, params, out_dir, num_examples: int = 5, ig_steps: int =
         title=f"{title}: attention entropy per layer")
 
     attribute = make_dact_attributor(encoder, is_regression, ig_steps, ig_rule, baseline,
-                                     buckets, chunk_size)
+                                     buckets, chunk_size, pooling)
     names = task.label_names
     sections, records = [], []
     for i, (ids, tt) in enumerate(examples[:num_examples]):
