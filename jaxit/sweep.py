@@ -56,10 +56,18 @@ def pick_operating_point(points: Sequence[dict], full_score: float, tolerance: f
                                                                      key=lambda p: p["score"])
 
 
-def policy_for(name: str, threshold, num_layers: int):
-    """`make_policy`, plus "dact" (its threshold is the regression tolerance)."""
+# PABEE on regression: consecutive layers "agree" when their values differ by less than this
+# (STS-B's 0..5 scale; the PABEE paper does not give its value).
+REGRESSION_PATIENCE_DELTA = 0.1
+
+
+def policy_for(name: str, threshold, num_layers: int, is_regression: bool = False):
+    """`make_policy`, plus "dact" (its threshold is the regression tolerance) and patience on
+    regression tasks (agreement = |change| < REGRESSION_PATIENCE_DELTA)."""
     if name == "dact":
         return DACTPolicy(num_layers, tolerance=float(threshold))
+    if name == "patience" and is_regression:
+        return make_policy(name, threshold, regression_threshold=REGRESSION_PATIENCE_DELTA)
     return make_policy(name, threshold)
 
 
@@ -96,7 +104,8 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
         thresholds = default_thresholds(name)
         if name == "dact" and not trace.is_regression:
             thresholds = [0.0]  # the halting bound has no threshold for classification
-        sweeps[name] = (lambda t, name=name: policy_for(name, t, L), thresholds)
+        sweeps[name] = (lambda t, name=name: policy_for(name, t, L, trace.is_regression),
+                        thresholds)
     report = exit_report(cfg, trace, sweeps, out_dir, metric=metric, title=title)
     full = report["full_model_score"]
     if trace.halting is not None and trace.labels is not None:
@@ -115,7 +124,8 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
         examples = dev_examples(setup, wallclock_examples)
         labels = trace.labels[:len(examples)] if trace.labels is not None else None
         wall = measure_wallclock(
-            runner, examples, {n: policy_for(n, p["threshold"], L) for n, p in chosen.items()},
+            runner, examples,
+            {n: policy_for(n, p["threshold"], L, trace.is_regression) for n, p in chosen.items()},
             labels=labels, metric=metric)
     report["operating_points"] = {
         n: {**p, **({"wallclock": wall[n]} if wall else {})} for n, p in chosen.items()}
@@ -135,8 +145,8 @@ def exits_by_difficulty(trace: ExitTrace, difficulty: np.ndarray, chosen: dict) 
     """Per policy and difficulty level: average exit layer and accuracy at the chosen point."""
     out = {}
     for name, point in chosen.items():
-        exits, outs = simulate_exits(trace, policy_for(name, point["threshold"],
-                                                       trace.num_layers))
+        exits, outs = simulate_exits(trace, policy_for(name, point["threshold"], trace.num_layers,
+                                                       trace.is_regression))
         preds = outs.argmax(-1) if not trace.is_regression else outs[:, 0]
         rows = {}
         for d in sorted(set(difficulty.tolist())):

@@ -352,3 +352,11 @@ def test_mean_pooling_in_scan_runner_and_trace():
     np.testing.assert_allclose(res.outputs, outs, atol=1e-5)
     static = runner.run_static(batch)
     np.testing.assert_allclose(static.outputs, trace.outputs[-1], atol=1e-4)
+
+
+def test_sweep_patience_on_regression_uses_a_value_delta():
+    from jaxit.sweep import REGRESSION_PATIENCE_DELTA, policy_for
+
+    pol = policy_for("patience", 2, 6, is_regression=True)
+    assert pol.settings["regression_threshold"] == REGRESSION_PATIENCE_DELTA
+    assert policy_for("dact", 0.2, 6).tolerance == 0.2
