@@ -129,8 +129,8 @@ def main(argv=None):
     runner = TokenDropRunner(encoder, params, 2, buckets=buckets)
     if trained:
         eta0 = runner.eta.copy()
-        settings = {f"η = {s:g} × trained": np.minimum(eta0 * float(s), 10.0)
-                    for s in args.eta_scales.split(",")}
+        scales = [float(x) for x in args.eta_scales.split(",")]
+        settings = {f"η = {x:g} × trained": np.minimum(eta0 * x, 10.0) for x in scales}
     else:
         settings = {f"η = {float(e):g}": float(e) for e in args.etas.split(",")}
     names = list(settings)
