@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-data early-exit runs (issue: early exit), MiniLM-L6 from ../shared, sized for a 2-core
 # CPU: SST-2 (16k-sentence train subset, 1 epoch = 500 steps) and MRPC (full train, 2 epochs)
-# with BERxiT Alternating and Joint; STS-B (3k-pair train subset, 1 epoch) with Alternating + LTE.
+# with BERxiT Alternating and Joint; STS-B (full train, 2 epochs) with Alternating + LTE.
 # Each run is followed by `jaxit sweep` (layer-wise scores, threshold sweeps, batch-1 wall
 # clock). Heads read the mean of the real tokens (pooling=mean: MiniLM-L6 is a
 # sentence-transformers checkpoint whose lower-layer [CLS] barely varies across inputs) and
@@ -29,7 +29,7 @@ run() {  # run NAME POLICIES ARGS...: train then sweep
 
 SST2=(--config.task=sst2 --config.data.max_train_examples=16000 --config.train.num_epochs=1)
 MRPC=(--config.task=mrpc --config.train.num_epochs=2)
-STSB=(--config.task=stsb --config.train.num_epochs=1 --config.data.max_train_examples=3000
+STSB=(--config.task=stsb --config.train.num_epochs=2
       --config.method.lte=True)
 case $PART in sst2|all)
   run sst2_alternating confidence,entropy,patience "${SST2[@]}" --config.method.name=berxit
