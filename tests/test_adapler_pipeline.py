@@ -139,12 +139,13 @@ def test_saliency_picks_the_gold_class():
               "heads": {"final": init_exit_head(jax.random.PRNGKey(1), 16, 3)}}
     ids = np.array([[1, 7, 8, 9, 2, 0], [1, 7, 8, 9, 2, 0]], np.int32)
     b = batch_from_ids(ids, (ids > 0).astype(np.int32), labels=np.array([0, 2], np.int32))
-    s = np.asarray(S.embedding_saliency(enc, params, b))
+    s = np.asarray(jax.jit(lambda p, b: S.embedding_saliency(enc, p, b))(params, b))
     assert np.all(s[:, 5] == 0) and np.all(s[:, :5] > 0)
     assert not np.allclose(s[0], s[1])  # same tokens, different gold class
 
     h0 = enc.embed(params["encoder"], b)
-    g = jax.grad(lambda h: S.forward_from_embeddings(enc, params, h, b.attention_mask)[1, 2])(h0)
+    g = jax.jit(jax.grad(
+        lambda h: S.forward_from_embeddings(enc, params, h, b.attention_mask)[1, 2]))(h0)
     expect = np.linalg.norm(np.asarray(g * h0)[1], axis=-1) * (ids[1] > 0)
     np.testing.assert_allclose(s[1], expect, rtol=1e-5)
     with pytest.raises(ValueError, match="labels"):
