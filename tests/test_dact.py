@@ -218,6 +218,14 @@ def test_runner_early_answers_equal_full_depth_answers(runner_setup):
     # a policy that never stops reproduces a_L exactly
     late = res.exit_layers == L
     np.testing.assert_allclose(np.exp(res.outputs[late]), full[late], atol=1e-5)
+    # the fused path's float32 bound on the device stopped exactly where the host's did
+    assert runner.fused_disagreements == 0
+    # one host round trip per layer gives the same exits and answers
+    examples = [(np.asarray(batch.input_ids)[i][np.asarray(batch.attention_mask)[i] == 1],
+                 None) for i in range(40)]
+    plain = [runner.run_one(ids, tt, DACTPolicy(L), fused=False) for ids, tt in examples]
+    np.testing.assert_array_equal(res.exit_layers, [r.exit_layer for r in plain])
+    np.testing.assert_allclose(res.outputs, np.stack([r.outputs for r in plain]), atol=1e-5)
     assert runner.trace_counts == compiled  # nothing compiled after warm-up
 
 

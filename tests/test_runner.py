@@ -159,17 +159,27 @@ class _GateOverride(ConfidencePolicy):
         return (GATE_LAYER, float(self.gate_layer), GATE_GE)
 
 
-def test_pipelined_equals_round_trip_even_when_device_gate_disagrees(cls_setup):
+def test_pipelined_and_fused_equal_round_trip_even_when_device_gate_disagrees(cls_setup):
     enc, m, params, runner, data, trace = cls_setup
     th = midpoint_threshold(trace.probs[0].max(-1), 0.5)
     ref = runner.run(data, ConfidencePolicy(th))
     examples = [(np.asarray(data.input_ids)[i][np.asarray(data.attention_mask)[i] == 1], None)
                 for i in range(24)]
-    plain = [runner.run_one(ids, tt, ConfidencePolicy(th), pipeline=False) for ids, tt in examples]
+    plain = [runner.run_one(ids, tt, ConfidencePolicy(th), pipeline=False, fused=False)
+             for ids, tt in examples]
     np.testing.assert_array_equal(ref.exit_layers, [r.exit_layer for r in plain])
+    # the fused run's device exits agreed with the host's policy on every example
+    assert runner.fused_disagreements == 0
     # device gate stops at layer 1 while the host goes on: every later layer is re-run
-    # device gate never stops while the host exits: the speculative layer is wasted
-    for gate_layer in (1, 10**6):
-        res = [runner.run_one(ids, tt, _GateOverride(th, gate_layer)) for ids, tt in examples]
-        np.testing.assert_array_equal(ref.exit_layers, [r.exit_layer for r in res])
-        np.testing.assert_allclose(ref.outputs, np.stack([r.outputs for r in res]), atol=1e-5)
+    # device gate never stops while the host exits: the speculative layers are wasted
+    for fused in (False, True):
+        for gate_layer in (1, 10**6):
+            before = runner.fused_disagreements
+            res = [runner.run_one(ids, tt, _GateOverride(th, gate_layer), fused=fused)
+                   for ids, tt in examples]
+            np.testing.assert_array_equal(ref.exit_layers, [r.exit_layer for r in res])
+            np.testing.assert_allclose(ref.outputs, np.stack([r.outputs for r in res]),
+                                       atol=1e-5)
+            if fused:  # every example whose host exit differs from the gate's is counted
+                differ = int((ref.exit_layers != min(gate_layer, L)).sum())
+                assert runner.fused_disagreements - before == differ > 0

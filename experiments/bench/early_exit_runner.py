@@ -26,7 +26,6 @@ time, unlike FLOPs, does not scale with sequence length (fixed per-layer costs, 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ import numpy as np
 
 from jaxit import resources
 from jaxit.batch import batch_from_ids
+from jaxit.data import load_examples, tokenize_examples
 from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder
 from jaxit.inference import (
     ConfidencePolicy,
@@ -50,22 +50,14 @@ from jaxit.inference import (
 )
 from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock
 from jaxit.inference.policies import DACTPolicy
+from jaxit.inference.runner import examples_from_dataset
 from jaxit.methods.early_exit import make_early_exit
 
 
-def read_sst2_dev(path, tokenizer, max_length=128, limit=0):
-    examples, labels = [], []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows)
-        si, li = header.index("sentence"), header.index("label")
-        for row in rows:
-            ids = tokenizer.encode(row[si]).ids[:max_length]
-            examples.append((np.asarray(ids, np.int32), None))
-            labels.append(int(row[li]))
-            if limit and len(examples) >= limit:
-                break
-    return examples, np.asarray(labels)
+def sst2_dev(tokenizer, limit=0):
+    """SST-2 dev from the shared data as the runners' (ids, token types) pairs, and labels."""
+    ds = tokenize_examples(tokenizer, "sst2", load_examples("sst2", "dev"), max_length=128)
+    return examples_from_dataset(ds, limit)
 
 
 def load_params(args, enc_params, encoder):
@@ -119,19 +111,6 @@ def thresholds_for_targets(encoder, params, examples, targets):
     return out
 
 
-class RoundTrip:
-    """Wraps a policy without its device gate: one host round trip per layer."""
-
-    def __init__(self, policy):
-        self.policy, self.name = policy, policy.name
-
-    def reset(self):
-        self.policy.reset()
-
-    def update(self, layer, out):
-        return self.policy.update(layer, out)
-
-
 def chained_time(runner, ids):
     """Embedding + L per-layer calls dispatched back to back, one sync at the end."""
     start = time.perf_counter()
@@ -164,8 +143,7 @@ def main(argv=None):
     cfg, enc_params = load_pretrained(model_dir)
     encoder = make_encoder(cfg)
     tokenizer = load_tokenizer(model_dir)
-    examples, labels = read_sst2_dev(resources.data_dir() / "SST-2" / "dev.tsv", tokenizer,
-                                     limit=args.num_examples)
+    examples, labels = sst2_dev(tokenizer, limit=args.num_examples)
     params, random_heads, pooling = load_params(args, enc_params, encoder)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     runner = EarlyExitRunner(encoder, params, 2, False, buckets=buckets, pooling=pooling)
@@ -181,48 +159,62 @@ def main(argv=None):
         thresholds = [float(t) for t in args.thresholds.split(",")]
     policies = {f"confidence>={t:.4g}": ConfidencePolicy(t) for t in thresholds}
     mid = thresholds[len(thresholds) // 2]
-    policies[f"confidence>={mid:.4g}, round trip"] = RoundTrip(ConfidencePolicy(mid))
+    options = {}  # non-default run modes (fused is the runner's default)
+    for mode, opts in (("pipelined", {"fused": False}),
+                       ("round trip", {"fused": False, "pipeline": False})):
+        policies[f"confidence>={mid:.4g}, {mode}"] = ConfidencePolicy(mid)
+        options[f"confidence>={mid:.4g}, {mode}"] = opts
     policies.update({f"fixed layer {k}": FixedLayerPolicy(k) for k in (2, 4)})
     if "halting" in params["heads"]:  # a DACT model: its own halting rule
         policies["dact halting bound"] = DACTPolicy(cfg.num_layers)
+        policies["dact halting bound, round trip"] = DACTPolicy(cfg.num_layers)
+        options["dact halting bound, round trip"] = {"fused": False}
     policies["never exit (L=6)"] = NeverExit()
-    policies["never exit (L=6), round trip"] = RoundTrip(NeverExit())
+    policies["never exit (L=6), round trip"] = NeverExit()
+    options["never exit (L=6), round trip"] = {"fused": False, "pipeline": False}
     t0 = time.perf_counter()
-    wall = measure_wallclock(runner, examples, policies, repeats=args.repeats, labels=labels)
+    wall = measure_wallclock(runner, examples, policies, repeats=args.repeats, labels=labels,
+                             run_options=options)
     bench_s = time.perf_counter() - t0
 
-    # Loop overhead (a): the runner at full depth (pipelined, and one round trip per layer)
-    # vs the same jitted calls chained with one sync at the end.
+    # Loop overhead (a): the runner at full depth (fused, pipelined, and one round trip per
+    # layer) vs the same jitted per-layer calls chained with one sync at the end.
     sub = examples[: min(len(examples), 300)]
     reps = args.repeats + 1
-    full_t, rt_t, chain_t = [], [], []
-    never, never_rt = NeverExit(), RoundTrip(NeverExit())
+    modes = {"fused": {}, "pipelined": {"fused": False},
+             "round trip": {"fused": False, "pipeline": False}}
+    mode_t = {m: [] for m in modes}
+    chain_t = []
+    never = NeverExit()
     for ids, _ in sub:
-        full_t.append(min(runner.run_one(ids, None, never).seconds for _ in range(reps)))
-        rt_t.append(min(runner.run_one(ids, None, never_rt).seconds for _ in range(reps)))
+        for m, opts in modes.items():
+            mode_t[m].append(min(runner.run_one(ids, None, never, **opts).seconds
+                                 for _ in range(reps)))
         chain_t.append(min(chained_time(runner, ids) for _ in range(reps)))
     L = cfg.num_layers
     med = lambda xs: 1e6 * statistics.median(xs)
-    overhead_pipe = (med(full_t) - med(chain_t)) / L
-    overhead_rt = (med(rt_t) - med(chain_t)) / L
+    overhead = {m: (med(t) - med(chain_t)) / L for m, t in mode_t.items()}
     # (b): the round-trip loop around null functions (no embedding, no Transformer work):
     # an upper bound of the host cost per layer (it also holds the per-example fixed costs).
     real_step, real_first = runner.layer_step, runner.first_step
 
+    width = 2 * runner.num_outputs + int(runner.has_lte) + int(runner.has_halting) + 1
+
     @jax.jit
     def null_step(lp, head, lte, hidden, mask_bias, active, layer, gate):
-        return hidden, jnp.ones((hidden.shape[0], 4), jnp.float32), active
+        return hidden, jnp.ones((hidden.shape[0], width), jnp.float32), active
 
     @jax.jit
     def null_first(embed_params, lp, head, lte, inputs, active, layer, gate):
         t = inputs.shape[-1]
         return (jnp.zeros((1, t, cfg.hidden_size)), jnp.zeros((1, t)),
-                jnp.ones((1, 4), jnp.float32), active)
+                jnp.ones((1, width), jnp.float32), active)
 
     runner.layer_step, runner.first_step = null_step, null_first
+    rt = modes["round trip"]
     for ids, _ in sub:
-        runner.run_one(ids, None, never_rt)
-    null_t = [min(runner.run_one(ids, None, never_rt).seconds for _ in range(reps))
+        runner.run_one(ids, None, never, **rt)
+    null_t = [min(runner.run_one(ids, None, never, **rt).seconds for _ in range(reps))
               for ids, _ in sub]
     runner.layer_step, runner.first_step = real_step, real_first
     overhead_null = med(null_t) / L
@@ -252,20 +244,20 @@ def main(argv=None):
               f"{r['flops_speedup']:.3f} | **{r['wall_over_flops']:.3f}** | {vs_runner:.3f} | "
               f"{r['wall_over_padded_flops']:.3f} | {r['wall_over_layer_time']:.3f} |")
     print()
-    print(f"per-layer overhead vs chained jitted calls (median over {len(sub)} examples, "
-          f"chained {med(chain_t):.0f} us/example): pipelined runner {overhead_pipe:.1f} us/layer "
-          f"({med(full_t):.0f} us/example); one round trip per layer {overhead_rt:.1f} us/layer "
-          f"({med(rt_t):.0f} us/example)")
+    print(f"per-layer overhead vs chained jitted per-layer calls (median over {len(sub)} "
+          f"examples, chained {med(chain_t):.0f} us/example): "
+          + "; ".join(f"{m} {overhead[m]:.1f} us/layer ({med(mode_t[m]):.0f} us/example)"
+                      for m in modes))
     print(f"host loop cost per layer around null layers (dispatch + transfer + policy, and "
           f"the per-example fixed costs spread over L): {overhead_null:.1f} us/layer "
           f"({med(null_t):.0f} us/example)")
-    print(f"# pipelined layers re-run after a device/host gate disagreement: {runner.reruns}")
+    print(f"# device/host gate disagreements: pipelined layers re-run {runner.reruns}, "
+          f"fused runs continued or cut by the host {runner.fused_disagreements}")
     print(f"# benchmark wall time {bench_s:.0f}s")
     if args.json:
         import json
 
-        wall["overhead_us_per_layer"] = {"pipelined_vs_chained": overhead_pipe,
-                                         "round_trip_vs_chained": overhead_rt,
+        wall["overhead_us_per_layer"] = {**{f"{m}_vs_chained": v for m, v in overhead.items()},
                                          "null_layer_loop": overhead_null}
         with open(args.json, "w") as f:
             json.dump(wall, f, indent=2)

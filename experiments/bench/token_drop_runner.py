@@ -24,7 +24,6 @@ is then not AdapLeR's: random CPs drop useful tokens). With `--workdir`, the tra
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -37,8 +36,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax
 import numpy as np
 
-from jaxit import resources
+from jaxit.data import load_examples, tokenize_examples
 from jaxit.encoders import load_tokenizer, make_encoder
+from jaxit.inference.runner import examples_from_dataset
 from jaxit.inference.token_drop import (
     TokenDropRunner,
     compare_with_static,
@@ -47,19 +47,10 @@ from jaxit.inference.token_drop import (
 )
 
 
-def read_sst2_dev(path, tokenizer, max_length=128, limit=0):
-    examples, labels = [], []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows)
-        si, li = header.index("sentence"), header.index("label")
-        for row in rows:
-            ids = tokenizer.encode(row[si]).ids[:max_length]
-            examples.append((np.asarray(ids, np.int32), None))
-            labels.append(int(row[li]))
-            if limit and len(examples) >= limit:
-                break
-    return examples, np.asarray(labels)
+def sst2_dev(tokenizer, limit=0):
+    """SST-2 dev from the shared data as the runners' (ids, token types) pairs, and labels."""
+    ds = tokenize_examples(tokenizer, "sst2", load_examples("sst2", "dev"), max_length=128)
+    return examples_from_dataset(ds, limit)
 
 
 def random_minilm(args):
@@ -123,8 +114,7 @@ def main(argv=None):
     else:
         encoder, params, model_dir, desc, trained = load_model(args)
         tokenizer = load_tokenizer(model_dir)
-        examples, labels = read_sst2_dev(resources.data_dir() / "SST-2" / "dev.tsv",
-                                         tokenizer, limit=args.num_examples)
+        examples, labels = sst2_dev(tokenizer, limit=args.num_examples)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     runner = TokenDropRunner(encoder, params, 2, buckets=buckets)
     if trained:

@@ -16,8 +16,9 @@
 #      the soft mask flattened the CPs and 99 % of the tokens stayed above the threshold);
 #   then dev accuracy / FLOPs speed-up of every epoch's checkpoint (soft mask at lambda =
 #   1e20 = hard dropping), and the fastest within 1 point of FT.
-# Usage: bash experiments/real_data/adapler.sh [RUN_DIR] [FT] [N] [EPOCHS] [EXTRA TRAIN FLAGS...]
-#   (extra flags replace the tuned ones below, e.g. --config.method.phi=5e-4)
+# Usage: [TASK=sst2] [MAXLEN=64] bash experiments/real_data/adapler.sh [RUN_DIR] [FT] [N] [EPOCHS] [EXTRA TRAIN FLAGS...]
+#   (extra flags replace the tuned ones below, e.g. --config.method.phi=5e-4; TASK and MAXLEN
+#   pick the task and seed 002 table 3's max length; adapler_hatexplain.sh uses them)
 set -u
 RUN=${1:-/work/runs/real/adapler_sst2}
 FT=${2:-/work/runs/sst2_full2}
@@ -28,17 +29,19 @@ TUNED=(--config.train.learning_rate=1e-5 --config.method.cp_lr_scale=100
        --config.method.phi=1e-2 --config.method.speed_lr=2e-3 --config.method.gamma=0.1)
 [ $# -gt 0 ] && TUNED=("$@")
 SHARED=${JAXIT_SHARED:-../shared}
+TASK=${TASK:-sst2}
+MAXLEN=${MAXLEN:-64}
 mkdir -p "$RUN"
 
 echo "=== phase 2: saliencies $(date)"
 python -m jaxit.interpret.saliency --run="$FT" --out="$RUN/saliency" --splits=train \
-  --top_k=3 --max_examples="$N" --seed=0 --max_length=64 --no_progress || exit 1
+  --top_k=3 --max_examples="$N" --seed=0 --max_length="$MAXLEN" --no_progress || exit 1
 
 echo "=== phase 3: length-reduction training $(date)"
 jaxit train --config=experiments/configs/finetune.py --workdir="$RUN" \
-  --config.model="$SHARED/models/all-MiniLM-L6-v2" --config.task=sst2 \
+  --config.model="$SHARED/models/all-MiniLM-L6-v2" --config.task="$TASK" \
   --config.method.name=adapler --config.method.saliency_dir="$RUN/saliency" \
-  --config.init_from="$FT" --config.data.max_length=64 \
+  --config.init_from="$FT" --config.data.max_length="$MAXLEN" \
   --config.data.max_train_examples="$N" --config.train.seed=0 \
   --config.train.num_epochs="$EPOCHS" --config.train.warmup_fraction=0.06 \
   --config.keep_checkpoints="$EPOCHS" --config.save_every=100000 --config.progress=False \

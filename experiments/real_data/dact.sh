@@ -6,10 +6,11 @@
 # stage 2). Stage 2 (stage1_fraction 0) trains everything with the DACT loss, once per tau,
 # then `jaxit sweep` evaluates DACT's halting rule (and confidence/entropy on the same exits)
 # with batch-1 wall clock vs the static model.
-# Usage: bash experiments/real_data/dact.sh [RUNS_DIR] [TASK]   (TASK: sst2|mrpc|all)
+# Usage: [TAUS="5e-3 5e-2 5e-1"] bash experiments/real_data/dact.sh [RUNS_DIR] [TASK]   (TASK: sst2|mrpc|all)
 set -u
 RUNS=${1:-runs/real}
 TASK=${2:-all}
+TAUS=${TAUS:-5e-3 5e-2 5e-1}
 SHARED=${JAXIT_SHARED:-../shared}
 CFG=experiments/configs/finetune.py
 COMMON=(--config.model="$SHARED/models/all-MiniLM-L6-v2" --config.progress=False
@@ -26,14 +27,14 @@ run() {  # run NAME ARGS...: train then sweep
     || echo "FAILED sweep $name"
 }
 
-for tau in 5e-3 5e-2 5e-1; do
+for tau in $TAUS; do
   case $TASK in sst2|all)
     run dact_sst2_tau$tau --config.task=sst2 --config.method.tau=$tau \
       --config.init_from="$RUNS/sst2_alternating" --config.data.max_train_examples=8000 \
       --config.train.num_epochs=1 ;;
   esac
 done
-for tau in 5e-3 5e-2 5e-1; do
+for tau in $TAUS; do
   case $TASK in mrpc|all)
     run dact_mrpc_tau$tau --config.task=mrpc --config.method.tau=$tau \
       --config.init_from="$RUNS/mrpc_alternating" --config.train.num_epochs=1 ;;

@@ -2,19 +2,43 @@
 evaluation."""
 
 from jaxit.inference.evaluate_exits import (
-    ExitTrace, collect_layer_outputs, evaluate_policy, exit_report, layerwise_scores,
-    measure_wallclock, plot_tradeoff, simulate_exits, threshold_sweep,
+    ExitTrace,
+    collect_layer_outputs,
+    evaluate_policy,
+    exit_report,
+    layerwise_scores,
+    measure_wallclock,
+    plot_tradeoff,
+    simulate_exits,
+    threshold_sweep,
 )
 from jaxit.inference.policies import (
-    ConfidencePolicy, ELBERTPolicy, EntropyPolicy, ExitPolicy, FixedLayerPolicy, LayerOutput,
-    LTEPolicy, NeverExit, NormalizedEntropyPolicy, PatiencePolicy, device_gate, layer_output,
+    ConfidencePolicy,
+    ELBERTPolicy,
+    EntropyPolicy,
+    ExitPolicy,
+    FixedLayerPolicy,
+    LayerOutput,
+    LTEPolicy,
+    NeverExit,
+    NormalizedEntropyPolicy,
+    PatiencePolicy,
+    device_gate,
+    layer_output,
     make_policy,
 )
 from jaxit.inference.runner import (
-    EarlyExitRunner, ExampleResult, RunResults, make_layer_step, unpack,
+    EarlyExitRunner,
+    ExampleResult,
+    RunResults,
+    make_layer_step,
+    unpack,
 )
 from jaxit.inference.token_drop import (
-    TokenDropResult, TokenDropResults, TokenDropRunner, compare_with_static,
+    TokenDropResult,
+    TokenDropResults,
+    TokenDropRunner,
+    compare_with_static,
 )
 
 __all__ = [

@@ -189,11 +189,13 @@ def threshold_sweep(cfg: EncoderConfig, trace: ExitTrace,
 
 
 def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPolicy],
-                      repeats: int = 1, labels=None, metric: str | Metric | None = None) -> dict:
+                      repeats: int = 1, labels=None, metric: str | Metric | None = None,
+                      run_options: Mapping[str, dict] | None = None) -> dict:
     """Times the static full model and each policy's adaptive run on the same examples in
     the same process, interleaved per example (min over `repeats` per example, which
     discounts interruptions by other processes). `examples`: (input_ids, token_type_ids)
-    pairs of real tokens; `runner.warmup()` first. Returns per policy: wall and FLOPs
+    pairs of real tokens; `runner.warmup()` first; `run_options[name]`: keyword arguments
+    of `runner.run_one` for that policy (e.g. {"fused": False}). Returns per policy: wall and FLOPs
     speed-ups vs the static model (FLOPs on real tokens, and as executed with bucket
     padding), their ratios, the average exit layer and the score when labels are given."""
     name, fn = get_metric(metric, runner.is_regression)
@@ -207,7 +209,7 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
             static_t[i] = min(static_t[i], r.seconds)
             static_res[i] = r
             for k, pol in policies.items():
-                r = runner.run_one(ids, tt, pol)
+                r = runner.run_one(ids, tt, pol, **(run_options or {}).get(k, {}))
                 ad_t[k][i] = min(ad_t[k][i], r.seconds)
                 ad_res[k][i] = r
     full_flops = sum(r.flops for r in static_res)

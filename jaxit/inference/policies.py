@@ -10,10 +10,11 @@ with its settings and the history, with the interface every runner uses::
 Runners always stop after the last layer, whatever the policy says; so a policy never
 needs to know the depth, and "never exit early" is a threshold that never fires.
 
-Stateless threshold rules also offer `device_gate()`: the same test as (kind, threshold,
-direction) numbers that the runner's compiled layer step evaluates on the device, so that
-the next layer can be dispatched before the host has read this one's outputs (and is
-skipped on the device when the gate says stop). The host policy stays authoritative: where
+Stateless threshold rules (and DACT's bound) also offer `device_gate()`: the same test as
+(kind, threshold, direction) numbers that the runner's compiled code evaluates on the
+device, so that all layers run in one dispatch and stop on the device (the fused path), or
+the next layer can be dispatched before the host has read this one's outputs (the
+pipelined path; threshold rules only). The host policy stays authoritative: where
 float32 on the device and float64 on the host disagree at the boundary, the runner re-runs
 or discards the speculative layer, so results never depend on the gate.
 
@@ -187,7 +188,9 @@ def elbert_exit(history: Sequence[LayerOutput], delta: float, window: int = 8,
 
 
 # Device gate kinds: which per-layer score the compiled step compares with the threshold.
-GATE_MAX_PROB, GATE_ENTROPY, GATE_NORM_ENTROPY, GATE_LTE, GATE_LAYER = range(5)
+# GATE_DACT is DACT's halting bound on the accumulated (a_n, p_n): (GATE_DACT, tolerance,
+# value_range); only the runner's fused path (which carries a and p) evaluates it.
+GATE_MAX_PROB, GATE_ENTROPY, GATE_NORM_ENTROPY, GATE_LTE, GATE_LAYER, GATE_DACT = range(6)
 GATE_GE, GATE_LT = 1.0, -1.0  # stop when score >= threshold / score < threshold
 
 
@@ -344,6 +347,10 @@ class DACTPolicy:
         self.p = float(output.halting) * self.p
         return dact_can_stop(self.a, self.p, self.num_layers - layer, regression,
                              self.tolerance, self.value_range)
+
+    def device_gate(self):
+        """The same bound in float32 on the device (the runner's fused path)."""
+        return (GATE_DACT, self.tolerance, self.value_range)
 
     def answer(self) -> np.ndarray:
         if self.a is None:

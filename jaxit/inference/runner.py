@@ -1,23 +1,31 @@
 """Host-side adaptive runner for multi-exit models at batch 1 (the papers' setting).
 
-A Python loop over layers calls ONE jit-compiled per-layer function (`make_layer_step`)
+Three ways through the layers, all giving the policy's results (the host's policy decides):
+
+- fused (default, policies with a device gate: threshold rules and DACT's bound): ONE
+  executable per example (`make_fused_run`) unrolls the layers, each under a `lax.cond`
+  that runs it only while no earlier layer's gate said stop; DACT's (a, p) are carried on
+  the device. The host replays the policy on the returned per-layer outputs and, where
+  float32 on the device and float64 on the host disagree, cuts the run short or goes on
+  layer by layer. No per-layer dispatch or host round trip at all.
+- pipelined (threshold rules, `fused=False`): a Python loop over layers calls ONE
+  jit-compiled per-layer function (`make_layer_step`)
 
     layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
                active, layer, gate) -> (hidden [B, T, D], packed [B, K], next_active)
 
-where `packed` holds the layer's exit outputs (logits or value, softmax probabilities, LTE u)
-so that one small device->host transfer per layer brings the exit decision's inputs to the
-host. The same compiled function serves every layer (layer params are arguments, sliced
-once when the runner is built).
+  where `packed` holds the layer's exit outputs (logits or value, softmax probabilities,
+  LTE u, DACT's h) so that one small device->host transfer per layer brings the exit
+  decision's inputs to the host; layer l+1 is dispatched before the host reads layer l, and
+  the device skips it when its copy of the rule says stop (see `policies.device_gate`).
+  This hides the per-layer host round trip behind the device's work.
+- one host round trip per layer with the same `layer_step`: stateful rules (patience,
+  ELBERT's window), or both flags off.
 
-Pipelining: for policies with a device gate (threshold rules on the current layer), layer
-l+1 is dispatched before the host reads layer l, and the device skips it when its copy of
-the rule says stop; the host's policy still decides (see `policies.device_gate`). This hides
-the per-layer host round trip (dispatch, transfer, thread wake-ups) behind the device's work,
-which matters most on a busy host or a fast accelerator. Stateful rules (patience, ELBERT's
-window) use one round trip per layer. Token counts are padded up to a fixed set of length
-buckets, so after `warmup()` nothing is ever compiled again: at most one executable per
-bucket for the embedding, the layer step and the static full model.
+The same compiled functions serve every layer (layer params are arguments, sliced once when
+the runner is built). Token counts are padded up to a fixed set of length buckets, so after
+`warmup()` nothing is ever compiled again: at most one executable per bucket for each of
+the fused run, the layer step and the static full model.
 
 The policy is a separate object (`jaxit.inference.policies`): `reset()` before an example,
 `update(layer, LayerOutput) -> stop?` after each layer. A batched runner or token dropping
@@ -43,6 +51,7 @@ from jaxit.batch import Batch
 from jaxit.encoders.transformer import MASK_MIN, Encoder, mask_bias_from
 from jaxit.heads import exit_head, pool_features
 from jaxit.inference.policies import (
+    GATE_DACT,
     GATE_GE,
     GATE_LAYER,
     ExitPolicy,
@@ -64,21 +73,16 @@ def _features(hidden, mask_bias, pooling: str):
     return pool_features(hidden, (mask_bias > MASK_MIN / 2).astype(hidden.dtype), pooling)
 
 
-def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None,
-                    pooling: str = "cls"):
-    """The per-layer function (pure; jit it once, it serves every layer):
+def make_layer_compute(encoder: Encoder, is_regression: bool, pooling: str = "cls"):
+    """One layer and its exit (pure):
 
-        layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
-                   active [] bool, layer [] int32, gate [3] float32)
-            -> (hidden [B, T, D], packed [B, K], next_active [] bool)
+        compute(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
+                layer [] int32) -> (hidden [B, T, D], packed [B, K], scores [B, 5])
 
-    When `active`, runs block + exit head (+ LTE) and packs, per example, the outputs
-    [C] (logits or value), the softmax [C] (classification), u (with LTE), the halting value
-    h (when the head carries a DACT "halting" unit) and a final 1.0
-    ("this layer ran"); `next_active` is False when the device gate (kind, threshold,
-    direction; see `policies.device_gate`) says every example stops here. When not
-    `active` (a speculatively dispatched layer after a stop), returns `hidden` unchanged
-    and zeros, at almost no cost. `counter["layer"]` counts traces when given.
+    `packed` holds, per example, the outputs [C] (logits or value), the softmax [C]
+    (classification), u (with LTE), the halting value h (when the head carries a DACT
+    "halting" unit) and a final 1.0 ("this layer ran"); `scores` the device gate's inputs
+    (max p, entropy, normalised entropy, u, layer), indexed by the gate kinds.
     """
 
     def compute(lp, head, lte, hidden, mask_bias, layer):
@@ -108,6 +112,49 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
         scores = jnp.stack([max_p, ent, nent, u, layer_f], axis=-1)  # [B, 5], gate kinds
         return hidden, jnp.concatenate(parts, axis=-1), scores
 
+    return compute
+
+
+def gate_stop(scores, gate):
+    """[B] bool: the threshold gate (kind, threshold, direction) on `scores` [B, 5]."""
+    value = jnp.take(scores, jnp.clip(gate[0].astype(jnp.int32), 0, scores.shape[-1] - 1),
+                     axis=-1)
+    return jnp.where(gate[2] > 0, value >= gate[1], value < gate[1])
+
+
+def dact_gate_step(y, h, a, p, layers_left: int, is_regression: bool, tolerance, value_range):
+    """DACT's accumulation and halting bound on the device (float32 twin of
+    `policies.DACTPolicy.update`): y [B, C] softmax (or [B, 1] value), h [B], a [B, C],
+    p [B] -> (a', p', stop [B] bool)."""
+    a = y * p[:, None] + a * (1.0 - p[:, None])
+    p = h * p
+    d = int(layers_left)
+    if d <= 0:
+        return a, p, jnp.ones(p.shape, bool)
+    if is_regression:
+        return a, p, p * d * value_range <= tolerance
+    if a.shape[-1] < 2:
+        return a, p, jnp.ones(p.shape, bool)
+    top2 = jax.lax.top_k(a, 2)[0]
+    return a, p, top2[:, 0] * (1.0 - p) ** d >= top2[:, 1] + p * d
+
+
+def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None,
+                    pooling: str = "cls"):
+    """The per-layer function (pure; jit it once, it serves every layer):
+
+        layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
+                   active [] bool, layer [] int32, gate [3] float32)
+            -> (hidden [B, T, D], packed [B, K], next_active [] bool)
+
+    When `active`, runs block + exit head (+ LTE) and packs the outputs
+    (`make_layer_compute`); `next_active` is False when the device gate (kind, threshold,
+    direction; see `policies.device_gate`) says every example stops here. When not
+    `active` (a speculatively dispatched layer after a stop), returns `hidden` unchanged
+    and zeros, at almost no cost. `counter["layer"]` counts traces when given.
+    """
+    compute = make_layer_compute(encoder, is_regression, pooling)
+
     def layer_step(lp, head, lte, hidden, mask_bias, active, layer, gate):
         if counter is not None:
             counter["layer"] = counter.get("layer", 0) + 1
@@ -119,11 +166,65 @@ def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None 
 
         hidden, packed, scores = jax.lax.cond(
             active, lambda _: compute(lp, head, lte, hidden, mask_bias, layer), skip, None)
-        value = jnp.take(scores, gate[0].astype(jnp.int32), axis=-1)
-        stop = jnp.where(gate[2] > 0, value >= gate[1], value < gate[1])
+        stop = gate_stop(scores, gate)
         return hidden, packed, jnp.logical_and(active, jnp.logical_not(jnp.all(stop)))
 
     return layer_step
+
+
+def make_fused_run(encoder: Encoder, num_outputs: int, is_regression: bool, has_lte: bool,
+                   has_halting: bool, counter: dict | None = None, pooling: str = "cls"):
+    """Every layer of one adaptive run in ONE executable, stopping on the device:
+
+        fused(embed_params, layers [L trees], heads [L trees], lte_params, inputs [3, B, T],
+              gate [3] float32) -> (hidden [B, T, D], mask_bias [B, T], packed [L, B, K],
+                                    exit_layer [] int32)
+
+    The layers are unrolled, each under a `lax.cond` that runs it only while no earlier
+    layer's gate said stop (threshold gates, or DACT's bound on a and p carried from layer
+    to layer); a skipped layer costs almost nothing and leaves zeros in `packed`.
+    `exit_layer` is the device's exit (1-based), `hidden` the state after it.
+    """
+    compute = make_layer_compute(encoder, is_regression, pooling)
+    c = int(num_outputs)
+    h_index = (c if is_regression else 2 * c) + int(has_lte)
+
+    def fused(embed_params, layers, heads, lte, inputs, gate):
+        if counter is not None:
+            counter["fused"] = counter.get("fused", 0) + 1
+        ids, tt, mask = inputs[0], inputs[1], inputs[2]
+        hidden = encoder.embed(embed_params, Batch(ids, tt, mask))
+        bias = mask_bias_from(mask, hidden.dtype)
+        b, num_layers = ids.shape[0], len(layers)
+        a, p = jnp.zeros((b, c), jnp.float32), jnp.ones((b,), jnp.float32)
+        active, exit_layer, rows = jnp.bool_(True), jnp.int32(num_layers), []
+        for i in range(num_layers):
+            layer = jnp.int32(i + 1)
+
+            def run(carry, i=i, layer=layer):
+                h, a, p = carry
+                h, packed, scores = compute(layers[i], heads[i], lte, h, bias, layer)
+                stop = gate_stop(scores, gate)
+                if has_halting:
+                    y = packed[:, :c] if is_regression else packed[:, c:2 * c]
+                    a, p, dact_stop = dact_gate_step(y, packed[:, h_index], a, p,
+                                                     num_layers - i - 1, is_regression,
+                                                     gate[1], gate[2])
+                    stop = jnp.where(gate[0] == GATE_DACT, dact_stop, stop)
+                return (h, a, p), packed, jnp.all(stop)
+
+            shape = jax.eval_shape(run, (hidden, a, p))[1].shape
+
+            def skip(carry, shape=shape):
+                return carry, jnp.zeros(shape, jnp.float32), jnp.bool_(False)
+
+            (hidden, a, p), packed, stop = jax.lax.cond(active, run, skip, (hidden, a, p))
+            rows.append(packed)
+            exit_layer = jnp.where(active & stop, layer, exit_layer)
+            active = active & ~stop
+        return hidden, bias, jnp.stack(rows), exit_layer
+
+    return fused
 
 
 def unpack(row: np.ndarray, num_outputs: int, is_regression: bool, has_lte: bool,
@@ -190,6 +291,40 @@ def examples_from_batch(batch: Batch):
             yield ids[i][mask[i]], tt[i][mask[i]]
 
 
+def bucket_for(n: int, buckets: Sequence[int]) -> int:
+    """The smallest of the sorted `buckets` that holds `n` tokens."""
+    for b in buckets:
+        if n <= b:
+            return b
+    raise ValueError(f"{n} tokens exceed the largest length bucket {buckets[-1]}")
+
+
+def pad_to_bucket(input_ids, token_type_ids, buckets: Sequence[int], pad_id: int):
+    """One example's real tokens [n] -> (ids, token types, mask), int32 numpy arrays
+    [1, bucket], padded with `pad_id` up to the smallest bucket that holds them."""
+    input_ids = np.asarray(input_ids, np.int32).reshape(-1)
+    n = input_ids.shape[0]
+    if n == 0:
+        raise ValueError("empty input: at least [CLS] is needed")
+    t = bucket_for(n, buckets)
+    ids = np.full((1, t), pad_id, np.int32)
+    tt = np.zeros((1, t), np.int32)
+    mask = np.zeros((1, t), np.int32)
+    ids[0, :n] = input_ids
+    if token_type_ids is not None:
+        tt[0, :n] = np.asarray(token_type_ids, np.int32).reshape(-1)
+    mask[0, :n] = 1
+    return ids, tt, mask
+
+
+def examples_from_dataset(ds, limit: int = 0):
+    """(examples, labels) of an `EncodedDataset` (`jaxit.data.tokenize_examples`) for the
+    batch-1 runners: a list of (input_ids [n], token_type_ids [n]) and labels [N]; the first
+    `limit` only when > 0."""
+    n = len(ds.input_ids) if limit <= 0 else min(int(limit), len(ds.input_ids))
+    return list(zip(ds.input_ids[:n], ds.token_type_ids[:n])), np.asarray(ds.labels[:n])
+
+
 class EarlyExitRunner:
     """Batch-1 adaptive inference for a multi-exit model (`jaxit.methods.early_exit` params).
 
@@ -198,13 +333,18 @@ class EarlyExitRunner:
     runner.warmup()
     results = runner.run(batch, ConfidencePolicy(0.9))     # RunResults
     static = runner.run_static(batch)                      # the full model, one call
+
+    Three ways through the layers, same results: `fused` (default, for policies with a
+    device gate: threshold rules and DACT) runs every layer in one dispatch and stops on the
+    device; `pipeline` dispatches layer l+1 before reading layer l (threshold rules); and
+    one host round trip per layer (stateful rules: patience, ELBERT; or both flags off).
     """
 
     def __init__(self, encoder: Encoder, params: dict, num_outputs: int, is_regression: bool,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, pipeline: bool = True,
-                 pooling: str = "cls"):
+                 pooling: str = "cls", fused: bool = True):
         cfg = encoder.config
-        self.pipeline = pipeline
+        self.pipeline, self.fused = pipeline, fused
         self.encoder, self.config = encoder, cfg
         self.num_outputs, self.is_regression = int(num_outputs), bool(is_regression)
         self.num_layers = cfg.num_layers
@@ -229,6 +369,7 @@ class EarlyExitRunner:
         self._no_gate = jax.device_put(np.array([GATE_LAYER, np.inf, GATE_GE], np.float32))
         self._gate_cache: dict = {}
         self.reruns = 0  # pipelined layers re-run because the device gate disagreed
+        self.fused_disagreements = 0  # fused runs where the host's policy overrode the device
         self.trace_counts: dict = {}
 
         counts = self.trace_counts
@@ -265,63 +406,66 @@ class EarlyExitRunner:
         self.layer_step = jax.jit(make_layer_step(encoder, self.is_regression, counts, pooling))
         self.first_step = jax.jit(first_step)
         self.full_step = jax.jit(full_step)
+        self.fused_step = jax.jit(make_fused_run(encoder, self.num_outputs, self.is_regression,
+                                                 self.has_lte, self.has_halting, counts, pooling))
         self._pad_id = cfg.pad_token_id
 
     # ------------------------------------------------------------------ inputs
 
     def bucket(self, n: int) -> int:
-        for b in self.buckets:
-            if n <= b:
-                return b
-        raise ValueError(f"{n} tokens exceed the largest length bucket {self.buckets[-1]}")
+        return bucket_for(n, self.buckets)
 
     def pad(self, input_ids, token_type_ids=None):
         """Real tokens -> (ids, token types, mask) [1, bucket] numpy arrays."""
-        input_ids = np.asarray(input_ids, np.int32).reshape(-1)
-        n = input_ids.shape[0]
-        t = self.bucket(n)
-        ids = np.full((1, t), self._pad_id, np.int32)
-        tt = np.zeros((1, t), np.int32)
-        mask = np.zeros((1, t), np.int32)
-        ids[0, :n] = input_ids
-        if token_type_ids is not None:
-            tt[0, :n] = np.asarray(token_type_ids, np.int32).reshape(-1)
-        mask[0, :n] = 1
-        return ids, tt, mask
+        return pad_to_bucket(input_ids, token_type_ids, self.buckets, self._pad_id)
 
     def warmup(self, buckets: Sequence[int] | None = None, static: bool = True) -> None:
-        """Compiles every function for every bucket (then nothing compiles again)."""
+        """Compiles every function the runner's settings use, for every bucket (then nothing
+        compiles again): the round-trip step, and the fused run (`fused`) or the pipelined
+        step (`pipeline` without `fused`)."""
         for b in buckets or self.buckets:
             ids = np.full((b,), 101, np.int32)
-            self.run_one(ids, None, NeverExit(), pipeline=False)
-            self.run_one(ids, None, FixedLayerPolicy(1), pipeline=True)  # skipped-layer path
+            self.run_one(ids, None, NeverExit(), pipeline=False, fused=False)
+            if self.fused:
+                self.run_one(ids, None, FixedLayerPolicy(1), fused=True)
+            elif self.pipeline:  # the skipped-layer path
+                self.run_one(ids, None, FixedLayerPolicy(1), pipeline=True, fused=False)
             if static:
                 self.run_static_one(ids, None)
 
     # ------------------------------------------------------------------ running
 
     def run_one(self, input_ids, token_type_ids, policy: ExitPolicy,
-                pipeline: bool | None = None) -> ExampleResult:
+                pipeline: bool | None = None, fused: bool | None = None) -> ExampleResult:
         """One example through the layers until `policy` says stop (or the last layer).
 
-        With `pipeline` (default: the runner's setting) and a policy that has a device gate,
-        layer l+1 is dispatched before layer l's outputs are read on the host, so the host
-        round trip overlaps the device's work; a layer dispatched after a stop is skipped on
-        the device. Otherwise one host round trip per layer. Same results either way.
+        With `fused` (default: the runner's setting) and a policy that has a device gate, all
+        layers run in one dispatch that stops on the device; the host then replays the
+        policy on the returned per-layer outputs and goes on layer by layer if it disagrees.
+        With `pipeline` and a threshold gate, layer l+1 is dispatched before layer l's
+        outputs are read on the host, so the host round trip overlaps the device's work; a
+        layer dispatched after a stop is skipped on the device. Otherwise one host round
+        trip per layer. The host's policy decides in every mode: same results either way.
         """
         start = time.perf_counter()
         n = int(np.asarray(input_ids).size)
         inputs = np.stack(self.pad(input_ids, token_type_ids))  # [3, 1, T]: one transfer
         policy.reset()
+        use_fused = self.fused if fused is None else fused
         use_pipeline = self.pipeline if pipeline is None else pipeline
-        gate = self._gate(policy) if use_pipeline else None
-        first = self.first_step(self._embed_params, self._layers[0], self._heads[0], self._lte,
-                                inputs, self._true, self._layer_ids[0],
-                                self._no_gate if gate is None else gate)
-        if gate is None:
-            layer, out = self._loop(first, policy)
+        gate = self._gate(policy, allow_dact=use_fused) if (use_fused or use_pipeline) else None
+        if gate is not None and use_fused:
+            layer, out = self._fused_loop(inputs, policy, gate)
         else:
-            layer, out = self._pipelined_loop(first, policy, gate)
+            if gate is not None and np.asarray(gate)[0] == GATE_DACT:
+                gate = None  # DACT's bound needs the fused path's carried (a, p)
+            first = self.first_step(self._embed_params, self._layers[0], self._heads[0],
+                                    self._lte, inputs, self._true, self._layer_ids[0],
+                                    self._no_gate if gate is None else gate)
+            if gate is None:
+                layer, out = self._loop(first, policy)
+            else:
+                layer, out = self._pipelined_loop(first, policy, gate)
         answer = getattr(policy, "answer", None)  # DACT answers from its accumulator
         outputs = np.array(out.outputs if answer is None else answer())
         seconds = time.perf_counter() - start
@@ -329,9 +473,9 @@ class EarlyExitRunner:
                                            self.has_lte or self.has_halting)
         return ExampleResult(outputs, layer, flops, seconds, n)
 
-    def _gate(self, policy):
+    def _gate(self, policy, allow_dact: bool = True):
         g = device_gate(policy)
-        if g is None:
+        if g is None or (g[0] == GATE_DACT and not allow_dact):
             return None
         key = g.tobytes()
         if key not in self._gate_cache:
@@ -345,16 +489,39 @@ class EarlyExitRunner:
 
     def _loop(self, first, policy):
         """One host round trip per layer."""
-        step, lte, true, gate = self.layer_step, self._lte, self._true, self._no_gate
         hidden, bias, packed, _ = first
-        last, layer = self.num_layers, 1
+        _, out = self._unpack(packed)
+        if policy.update(1, out) or self.num_layers == 1:
+            return 1, out
+        return self._round_trips(hidden, bias, 1, policy)
+
+    def _round_trips(self, hidden, bias, layer: int, policy):
+        """Layers layer+1, ... with one host round trip each; `policy` has seen 1..layer and
+        `hidden` is layer `layer`'s output."""
+        step, lte, true, gate = self.layer_step, self._lte, self._true, self._no_gate
         while True:
-            _, out = self._unpack(packed)
-            if policy.update(layer, out) or layer == last:
-                return layer, out
             hidden, packed, _ = step(self._layers[layer], self._heads[layer], lte, hidden, bias,
                                      true, self._layer_ids[layer], gate)
             layer += 1
+            _, out = self._unpack(packed)
+            if policy.update(layer, out) or layer == self.num_layers:
+                return layer, out
+
+    def _fused_loop(self, inputs, policy, gate):
+        """All layers in one dispatch; the host replays `policy` on the per-layer rows."""
+        hidden, bias, packed, exit_dev = self.fused_step(
+            self._embed_params, self._layers, self._heads, self._lte, inputs, gate)
+        rows, exit_dev = jax.device_get((packed, exit_dev))
+        exit_dev = int(exit_dev)
+        for layer in range(1, exit_dev + 1):
+            out = unpack(rows[layer - 1, 0], self.num_outputs, self.is_regression,
+                         self.has_lte, self.has_halting)
+            if policy.update(layer, out) or layer == self.num_layers:
+                if layer < exit_dev:  # float32 on the device went on where float64 stops
+                    self.fused_disagreements += 1
+                return layer, out
+        self.fused_disagreements += 1  # the device stopped, the host goes on
+        return self._round_trips(hidden, bias, exit_dev, policy)
 
     def _pipelined_loop(self, first, policy, gate):
         """Layer l+1 is in the device queue while the host reads layer l."""

@@ -57,7 +57,12 @@ from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, make_encoder, mask_bias_from
 from jaxit.heads import exit_head
-from jaxit.inference.runner import DEFAULT_BUCKETS, examples_from_batch
+from jaxit.inference.runner import (
+    DEFAULT_BUCKETS,
+    bucket_for,
+    examples_from_batch,
+    pad_to_bucket,
+)
 from jaxit.methods.adapler import contribution_scores, cp_layer, hard_keep
 
 # ----------------------------------------------------------------------------- results
@@ -328,26 +333,11 @@ class TokenDropRunner:
     # ------------------------------------------------------------------ inputs
 
     def bucket(self, n: int) -> int:
-        for b in self.buckets:
-            if n <= b:
-                return b
-        raise ValueError(f"{n} tokens exceed the largest length bucket {self.buckets[-1]}")
+        return bucket_for(n, self.buckets)
 
     def pad(self, input_ids, token_type_ids=None):
         """Real tokens -> (ids, token types, mask) [1, bucket] int32 numpy arrays."""
-        input_ids = np.asarray(input_ids, np.int32).reshape(-1)
-        n = input_ids.shape[0]
-        if n == 0:
-            raise ValueError("empty input: at least [CLS] is needed")
-        t = self.bucket(n)
-        ids = np.full((1, t), self._pad_id, np.int32)
-        tt = np.zeros((1, t), np.int32)
-        mask = np.zeros((1, t), np.int32)
-        ids[0, :n] = input_ids
-        if token_type_ids is not None:
-            tt[0, :n] = np.asarray(token_type_ids, np.int32).reshape(-1)
-        mask[0, :n] = 1
-        return ids, tt, mask
+        return pad_to_bucket(input_ids, token_type_ids, self.buckets, self._pad_id)
 
     def warmup(self, static: bool = True, fused: bool = True, host: bool = True) -> None:
         """Compiles every function for every bucket (the static model, the fused step, the

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Real-data AdapLeR on HateXplain (issue 6), MiniLM-L6 from ../shared, CPU-sized; resumable.
+#   1. fine-tune on an N-post subset of train (seed 002 table 3: lr 3e-5, max length 72; 2
+#      epochs instead of 5 for the CPU), keeping the 3 best dev checkpoints for phase 2;
+#   2.-3. adapler.sh with TASK=hatexplain MAXLEN=72 and table 4's HateXplain settings
+#      (gamma 5e-2, phi 2e-2, lambda 50 * 50^epoch), the CPU-schedule deviations of the SST-2
+#      run kept (CP lr x100, eta/theta lr 2e-3, main lr 1e-5).
+# Usage: bash experiments/real_data/adapler_hatexplain.sh [RUNS_DIR] [N] [EPOCHS]
+set -u
+RUNS=${1:-/work/runs/real}
+N=${2:-8000}
+EPOCHS=${3:-4}
+SHARED=${JAXIT_SHARED:-../shared}
+FT="$RUNS/hatexplain_ft"
+
+echo "=== phase 1: fine-tune $(date)"
+jaxit train --config=experiments/configs/finetune.py --workdir="$FT" \
+  --config.model="$SHARED/models/all-MiniLM-L6-v2" --config.task=hatexplain \
+  --config.method.name=finetune --config.data.max_length=72 \
+  --config.data.max_train_examples="$N" --config.train.seed=0 \
+  --config.train.learning_rate=3e-5 --config.train.num_epochs=2 \
+  --config.train.warmup_fraction=0.06 --config.eval_every=100 --config.save_every=100 \
+  --config.keep_best=3 --config.best_metric=accuracy --config.progress=False || exit 1
+
+TASK=hatexplain MAXLEN=72 bash "$(dirname "$0")/adapler.sh" "$RUNS/adapler_hatexplain" "$FT" \
+  "$N" "$EPOCHS" --config.train.learning_rate=1e-5 --config.method.cp_lr_scale=100 \
+  --config.method.phi=2e-2 --config.method.gamma=5e-2 --config.method.speed_lr=2e-3 \
+  --config.method.lambda_base=50 --config.method.lambda_growth=50
