@@ -40,7 +40,6 @@ import numpy as np
 
 from jaxit import resources
 from jaxit.batch import batch_from_ids
-from jaxit.data import load_examples, tokenize_examples
 from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder
 from jaxit.inference import (
     ConfidencePolicy,
@@ -50,14 +49,8 @@ from jaxit.inference import (
 )
 from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock
 from jaxit.inference.policies import DACTPolicy
-from jaxit.inference.runner import examples_from_dataset
+from jaxit.inference.runner import load_runner_examples
 from jaxit.methods.early_exit import make_early_exit
-
-
-def sst2_dev(tokenizer, limit=0):
-    """SST-2 dev from the shared data as the runners' (ids, token types) pairs, and labels."""
-    ds = tokenize_examples(tokenizer, "sst2", load_examples("sst2", "dev"), max_length=128)
-    return examples_from_dataset(ds, limit)
 
 
 def load_params(args, enc_params, encoder):
@@ -143,7 +136,7 @@ def main(argv=None):
     cfg, enc_params = load_pretrained(model_dir)
     encoder = make_encoder(cfg)
     tokenizer = load_tokenizer(model_dir)
-    examples, labels = sst2_dev(tokenizer, limit=args.num_examples)
+    examples, labels = load_runner_examples(tokenizer, "sst2", "dev", limit=args.num_examples)
     params, random_heads, pooling = load_params(args, enc_params, encoder)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     runner = EarlyExitRunner(encoder, params, 2, False, buckets=buckets, pooling=pooling)

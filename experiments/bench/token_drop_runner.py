@@ -36,21 +36,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax
 import numpy as np
 
-from jaxit.data import load_examples, tokenize_examples
 from jaxit.encoders import load_tokenizer, make_encoder
-from jaxit.inference.runner import examples_from_dataset
+from jaxit.inference.runner import load_runner_examples
 from jaxit.inference.token_drop import (
     TokenDropRunner,
     compare_with_static,
     load_adapler_run,
     static_bucket_times,
 )
-
-
-def sst2_dev(tokenizer, limit=0):
-    """SST-2 dev from the shared data as the runners' (ids, token types) pairs, and labels."""
-    ds = tokenize_examples(tokenizer, "sst2", load_examples("sst2", "dev"), max_length=128)
-    return examples_from_dataset(ds, limit)
 
 
 def random_minilm(args):
@@ -114,7 +107,7 @@ def main(argv=None):
     else:
         encoder, params, model_dir, desc, trained = load_model(args)
         tokenizer = load_tokenizer(model_dir)
-        examples, labels = sst2_dev(tokenizer, limit=args.num_examples)
+        examples, labels = load_runner_examples(tokenizer, "sst2", "dev", limit=args.num_examples)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     runner = TokenDropRunner(encoder, params, 2, buckets=buckets)
     if trained:

@@ -317,6 +317,17 @@ def pad_to_bucket(input_ids, token_type_ids, buckets: Sequence[int], pad_id: int
     return ids, tt, mask
 
 
+def load_runner_examples(tokenizer, task: str = "sst2", split: str = "dev",
+                         max_length: int = 128, limit: int = 0, data_dir=None):
+    """A task split from the local data (`jaxit.data.load_examples`), tokenized, as the
+    runners' (input_ids [n], token_type_ids [n]) pairs, and the labels [N]."""
+    from jaxit.data import load_examples, tokenize_examples
+
+    ds = tokenize_examples(tokenizer, task, load_examples(task, split, data_dir=data_dir),
+                           max_length=max_length)
+    return examples_from_dataset(ds, limit)
+
+
 def examples_from_dataset(ds, limit: int = 0):
     """(examples, labels) of an `EncodedDataset` (`jaxit.data.tokenize_examples`) for the
     batch-1 runners: a list of (input_ids [n], token_type_ids [n]) and labels [N]; the first

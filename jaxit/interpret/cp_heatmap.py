@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxit.interpret.render import save_figure
+
 _KEPT = (31, 119, 180)  # blue (rgb)
 
 
@@ -134,12 +136,7 @@ def write_cp_heatmap_png(tokens: Sequence[str], scores, kept, path, title: str =
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="S̃ / row max")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)
 
 
 def write_cp_heatmaps(items: Sequence[dict], out_dir, title: str = "contribution scores",

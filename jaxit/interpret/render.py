@@ -86,6 +86,18 @@ def html_page(sections: Sequence[str], title: str = "attributions") -> str:
     return head + "\n<hr>\n".join(sections) + "\n</body></html>\n"
 
 
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Lays out, writes (creating the folder) and closes a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def write_heatmap_png(tokens: Sequence[str], rows, path, row_labels: Sequence[str] | None = None,
                       title: str = "", normalize: str = "row") -> Path:
     """A PNG heatmap: one row per attribution row, one column per token (labels on the x
@@ -112,9 +124,4 @@ def write_heatmap_png(tokens: Sequence[str], rows, path, row_labels: Sequence[st
         ax.set_title(title, fontsize=9, parse_math=False)
     fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01,
                  label="attribution / row max" if normalize == "row" else "attribution / max")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
