@@ -368,3 +368,30 @@ def test_sweep_patience_on_regression_uses_a_value_delta():
     pol = policy_for("patience", 2, 6, is_regression=True)
     assert pol.settings["regression_threshold"] == REGRESSION_PATIENCE_DELTA
     assert policy_for("dact", 0.2, 6).tolerance == 0.2
+
+
+def test_regression_runner_fused_bound_equals_round_trip():
+    """Regression DACT through the runner: the device's float32 rule p*d*range <= tol
+    stops where the host's does, and the fused run equals one round trip per layer."""
+    enc, _, params = make_model(num_outputs=1, regression=True, seed=2)
+    params["heads"]["halting"]["bias"] = params["heads"]["halting"]["bias"] + 3.0
+    runner = EarlyExitRunner(enc, params, 1, True, buckets=(16,))
+    batch = make_batch(n=30, max_len=16, seed=5, regression=True, vary_first=True)
+    trace = collect_layer_outputs(enc, params, [batch], True)
+    policy = DACTPolicy(L, tolerance=0.4, value_range=5.0)
+    exits, outs = simulate_exits(trace, policy)
+    assert 1 < len(set(exits.tolist())), exits  # the check is not vacuous
+    res = runner.run(batch, policy)
+    np.testing.assert_array_equal(res.exit_layers, exits)
+    np.testing.assert_allclose(res.outputs, outs, atol=1e-5)
+    assert runner.fused_disagreements == 0
+    ids = np.asarray(batch.input_ids)
+    mask = np.asarray(batch.attention_mask) == 1
+    plain = [runner.run_one(ids[i][mask[i]], None, policy, fused=False) for i in range(30)]
+    np.testing.assert_array_equal(exits, [r.exit_layer for r in plain])
+    # |a_n - a_L| <= tolerance wherever it stopped early
+    full = np.asarray(dact_forward(enc, params, batch, True)["a"][-1])[:, 0]
+    early = res.exit_layers < L
+    inside = (np.abs(trace.outputs[..., 0]) <= 5.0).all(0)  # the bound assumes the range
+    assert (early & inside).sum() >= 5
+    assert (np.abs(res.outputs[early & inside, 0] - full[early & inside]) <= 0.4 + 1e-5).all()
