@@ -183,3 +183,19 @@ def test_pipelined_and_fused_equal_round_trip_even_when_device_gate_disagrees(cl
             if fused:  # every example whose host exit differs from the gate's is counted
                 differ = int((ref.exit_layers != min(gate_layer, L)).sum())
                 assert runner.fused_disagreements - before == differ > 0
+
+
+def test_empty_input_is_a_clear_error(cls_setup):
+    runner = cls_setup[3]
+    with pytest.raises(ValueError, match="empty input"):
+        runner.run_one(np.zeros((0,), np.int32), None, ConfidencePolicy(0.9))
+
+
+def test_load_runner_examples_reads_sst2_dev(minilm_dir):
+    from jaxit.encoders import load_tokenizer
+    from jaxit.inference import load_runner_examples
+
+    examples, labels = load_runner_examples(load_tokenizer(minilm_dir), "sst2", "dev", limit=5)
+    assert len(examples) == 5 and labels.tolist() == [1, 0, 1, 1, 0]
+    for ids, tt in examples:  # [CLS] ... [SEP], one segment
+        assert ids[0] == 101 and ids[-1] == 102 and (tt == 0).all() and len(ids) == len(tt)
