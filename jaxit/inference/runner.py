@@ -467,9 +467,7 @@ class EarlyExitRunner:
         gate = self._gate(policy, allow_dact=use_fused) if (use_fused or use_pipeline) else None
         if gate is not None and use_fused:
             layer, out = self._fused_loop(inputs, policy, gate)
-        else:
-            if gate is not None and np.asarray(gate)[0] == GATE_DACT:
-                gate = None  # DACT's bound needs the fused path's carried (a, p)
+        else:  # `_gate` gave no DACT gate here: its bound needs the fused path's (a, p)
             first = self.first_step(self._embed_params, self._layers[0], self._heads[0],
                                     self._lte, inputs, self._true, self._layer_ids[0],
                                     self._no_gate if gate is None else gate)
