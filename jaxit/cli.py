@@ -59,9 +59,9 @@ def _need(name: str, value):
 
 def _init_distributed():
     if FLAGS.distributed:
-        from jaxit.train.sharding import initialize_distributed
-
         import jax
+
+        from jaxit.train.sharding import initialize_distributed
 
         initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         print(f"jax.distributed: process {jax.process_index()} of {jax.process_count()}, "

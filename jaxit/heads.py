@@ -12,7 +12,6 @@ import jax.numpy as jnp
 
 from jaxit.encoders.transformer import dense, dropout
 
-
 POOLINGS = ("cls", "mean")
 
 

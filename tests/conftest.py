@@ -8,10 +8,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
-from jaxit import resources  # noqa: E402
+from jaxit import resources
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

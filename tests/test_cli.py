@@ -15,7 +15,7 @@ def jaxit(*args, check=True):
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "jaxit.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"jaxit {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -40,12 +40,12 @@ def test_train_eval_sweep_tiny(tmp_path):
     assert result["step"] == 6 and "accuracy" in result["dev"]
     ev = jaxit("eval", f"--config={CONFIG}", f"--workdir={wd}", *over).stdout
     assert json.loads(ev[ev.index("{"):])["accuracy"] == pytest.approx(
-        json.load(open(tmp_path / "run" / "eval_best.json"))["accuracy"])
+        json.loads((tmp_path / "run" / "eval_best.json").read_text())["accuracy"])
     # without --config, eval/sweep use the run's own saved config (hparams.json)
     sw = jaxit("sweep", f"--workdir={wd}", "--policies=confidence",
                "--wallclock_examples=5").stdout
     assert "operating_points" in sw
-    report = json.load(open(tmp_path / "run" / "sweep" / "exits.json"))
+    report = json.loads((tmp_path / "run" / "sweep" / "exits.json").read_text())
     assert len(report["layerwise"]) == 2
     assert (tmp_path / "run" / "sweep" / "tradeoff.png").stat().st_size > 1000
     # A config that does not match the checkpoint in the workdir is refused clearly.
@@ -57,7 +57,7 @@ def test_train_eval_sweep_tiny(tmp_path):
 def test_demo_quick(tmp_path):
     p = jaxit("demo", f"--workdir={tmp_path}", "--quick")
     assert "jaxit demo: early exit" in p.stdout
-    demo = json.load(open(tmp_path / "demo.json"))
+    demo = json.loads((tmp_path / "demo.json").read_text())
     assert set(demo) == {"berxit-alternating", "joint"}
     for r in demo.values():
         assert len(r["layerwise_accuracy"]) == 6

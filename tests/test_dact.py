@@ -25,7 +25,7 @@ def make_model(num_outputs=3, regression=False, seed=0, halting_scale=30.0):
     m = make_dact(enc, num_outputs, regression, 10, tau=0.01)
     params = m.init(jax.random.PRNGKey(seed), init_params(cfg, jax.random.PRNGKey(seed)))
     # spread the untrained heads and halting units so that halting happens at many layers
-    scale = lambda t, s: jax.tree.map(lambda x: s * x, t)  # noqa: E731
+    scale = lambda t, s: jax.tree.map(lambda x: s * x, t)
     params["heads"]["exits"]["out"] = scale(params["heads"]["exits"]["out"], 30.0)
     params["heads"]["final"]["out"] = scale(params["heads"]["final"]["out"], 30.0)
     params["heads"]["halting"] = scale(params["heads"]["halting"], halting_scale)
@@ -58,9 +58,9 @@ def python_loop(enc, params, batch, regression=False):
     out_a, out_p = [], []
     for n in range(L):
         hidden = enc.block(enc.layer_params(params["encoder"], n), hidden, bias)
-        head = jax.tree.map(lambda x: x[n], heads)
+        head = jax.tree.map(lambda x, n=n: x[n], heads)
         logits, _ = exit_head(head, hidden[:, 0])
-        unit = jax.tree.map(lambda x: x[n], params["heads"]["halting"])
+        unit = jax.tree.map(lambda x, n=n: x[n], params["heads"]["halting"])
         h = np.asarray(halting_value(unit, hidden[:, 0]), np.float64)
         y = (np.asarray(logits, np.float64) if regression
              else np.asarray(jax.nn.softmax(logits, -1), np.float64))
@@ -252,7 +252,7 @@ def test_stage_one_freezes_exits_and_halting(tmp_path):
     setup = build_setup(c)
     init = setup.method.init(jax.random.PRNGKey(c.train.seed + 1), setup.encoder_params)
     _, s1 = train(c, tmp_path / "run", max_steps_this_run=3, setup=setup)  # stage 1 only
-    same = lambda a, b: all(jax.tree.leaves(jax.tree.map(  # noqa: E731
+    same = lambda a, b: all(jax.tree.leaves(jax.tree.map(
         lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b)))
     assert same(s1.params["heads"]["halting"], init["heads"]["halting"])
     assert same(s1.params["heads"]["exits"], init["heads"]["exits"])
@@ -294,7 +294,7 @@ def test_init_from_a_finetuned_run_and_sweep(tmp_path):
 def test_init_from_rejects_a_different_encoder():
     from jaxit.train.init_from import transfer_params
 
-    enc, m, params = make_model()
+    _enc, _m, params = make_model()
     other = {"encoder": {**params["encoder"],
                          "pooler": {"kernel": np.zeros((8, 8)), "bias": np.zeros(8)}}}
     with pytest.raises(ValueError, match="shape mismatch.*pooler"):

@@ -227,7 +227,7 @@ def test_lte_targets_classification_regression_and_stop_gradient():
 
 
 def test_registry_builds_every_strategy():
-    enc, p = tiny_encoder()
+    enc, _p = tiny_encoder()
     for name, strategy in [("early_exit", "joint"), ("deebert", "two_stage"),
                            ("berxit", "alternating"), ("pabee", "pabee"), ("elbert", "elbert"),
                            ("fastbert", "fastbert")]:

@@ -50,7 +50,7 @@ def setup():
 
 
 def test_collect_and_layerwise(setup):
-    cfg, enc, m, params, batches, trace, labels = setup
+    cfg, _enc, _m, _params, _batches, trace, labels = setup
     assert trace.outputs.shape == (L, 30, 2) and trace.lte is None
     np.testing.assert_array_equal(trace.labels, labels)
     scores = layerwise_scores(trace)
@@ -64,7 +64,7 @@ def test_collect_and_layerwise(setup):
 
 
 def test_sweep_spans_exit_at_once_to_full_depth(setup):
-    cfg, enc, m, params, batches, trace, labels = setup
+    cfg, _enc, _m, _params, _batches, trace, _labels = setup
     pts = threshold_sweep(cfg, trace, ConfidencePolicy, [0.0, 0.7, 0.9, 1.01])
     assert pts[0]["avg_exit_layer"] == 1.0 and pts[-1]["avg_exit_layer"] == L
     assert [p["threshold"] for p in pts] == [0.0, 0.7, 0.9, 1.01]
@@ -80,7 +80,7 @@ def test_sweep_spans_exit_at_once_to_full_depth(setup):
 
 
 def test_report_json_png_and_wallclock(setup, tmp_path):
-    cfg, enc, m, params, batches, trace, labels = setup
+    cfg, enc, _m, params, batches, trace, labels = setup
     runner = EarlyExitRunner(enc, params, 2, False, buckets=(16,))
     runner.warmup()
     examples = [e for b in batches for e in examples_from_batch(b)]

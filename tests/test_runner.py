@@ -71,7 +71,7 @@ def midpoint_threshold(values, q=0.5):
 
 
 def test_runner_output_equals_forward_at_exit_layer(cls_setup):
-    enc, m, params, runner, data, trace = cls_setup
+    enc, _m, _params, runner, data, trace = cls_setup
     for layer in range(1, L + 1):
         res = runner.run(data, FixedLayerPolicy(layer))
         assert (res.exit_layers == layer).all()
@@ -91,7 +91,7 @@ def test_runner_output_equals_forward_at_exit_layer(cls_setup):
 
 
 def test_threshold_that_never_fires_reproduces_full_model(cls_setup):
-    enc, m, params, runner, data, trace = cls_setup
+    _enc, m, params, runner, data, _trace = cls_setup
     full = np.asarray(jax.jit(m.predict)(params, data))
     for policy in (ConfidencePolicy(1.01), NeverExit(), PatiencePolicy(0)):
         res = runner.run(data, policy)
@@ -104,7 +104,7 @@ def test_threshold_that_never_fires_reproduces_full_model(cls_setup):
 
 
 def test_no_recompilation_after_warmup(cls_setup):
-    enc, m, params, runner, data, trace = cls_setup
+    _enc, _m, _params, runner, _data, _trace = cls_setup
     # warm up under this test's jax config (dtype promotion mode is part of jit's cache key)
     runner.warmup()
     before = dict(runner.trace_counts)
@@ -122,7 +122,7 @@ def test_no_recompilation_after_warmup(cls_setup):
 
 def test_regression_exits_with_lte_and_patience():
     """STS-B-shaped data: sentence pairs (token types), float labels in [0, 5]."""
-    enc, m, params = make_model(regression=True, lte=True, seed=1)
+    enc, _m, params = make_model(regression=True, lte=True, seed=1)
     data = make_data(20, pairs=True, regression=True, seed=2)
     runner = EarlyExitRunner(enc, params, 1, True, buckets=(32,))
     trace = collect_layer_outputs(enc, params, [data], True)
@@ -160,7 +160,7 @@ class _GateOverride(ConfidencePolicy):
 
 
 def test_pipelined_and_fused_equal_round_trip_even_when_device_gate_disagrees(cls_setup):
-    enc, m, params, runner, data, trace = cls_setup
+    _enc, _m, _params, runner, data, trace = cls_setup
     th = midpoint_threshold(trace.probs[0].max(-1), 0.5)
     ref = runner.run(data, ConfidencePolicy(th))
     examples = [(np.asarray(data.input_ids)[i][np.asarray(data.attention_mask)[i] == 1], None)

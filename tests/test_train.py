@@ -51,8 +51,8 @@ def test_sharded_matches_single_device(tmp_path):
     c1.num_devices = 1
     c4 = tiny_config()
     c4.num_devices = 4
-    r1, s1 = train(c1, tmp_path / "one")
-    r4, s4 = train(c4, tmp_path / "four")
+    _r1, s1 = train(c1, tmp_path / "one")
+    _r4, s4 = train(c4, tmp_path / "four")
     _leaves_close(s1.params, s4.params, atol=1e-5)
     l1 = [r["train/loss"] for r in read_metrics(tmp_path / "one") if "train/loss" in r]
     l4 = [r["train/loss"] for r in read_metrics(tmp_path / "four") if "train/loss" in r]

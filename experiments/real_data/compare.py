@@ -71,8 +71,8 @@ def main(argv=None):
 
     plot_tradeoff(curves, f"{args.out}.png", max(full_scores) if full_scores else None,
                   title=Path(args.out).name)
-    lines = ["| model / rule | full-depth score | operating point | score | avg exit layer | "
-             "layers saved | FLOPs speed-up | wall speed-up (batch 1) | wall/FLOPs |",
+    lines = [("| model / rule | full-depth score | operating point | score | avg exit layer | "
+              "layers saved | FLOPs speed-up | wall speed-up (batch 1) | wall/FLOPs |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for label, _, full, p, wall in rows:
         L = len(p.get("exit_histogram", [])) or 6

@@ -64,7 +64,8 @@ def config_from_hf_dict(d: dict) -> EncoderConfig:
     """Maps a Hugging Face config dict to an `EncoderConfig` (raises on unknown model types
     and names any missing field)."""
     if not isinstance(d, dict):
-        raise ValueError(f"config.json must hold a JSON object, got {type(d).__name__}")
+        raise ValueError(  # noqa: TRY004 (a malformed file, like the other checks here)
+            f"config.json must hold a JSON object, got {type(d).__name__}")
     if "model_type" not in d:
         raise ValueError(
             f"config.json has no 'model_type'; jaxit supports {SUPPORTED_MODEL_TYPES}"
@@ -102,12 +103,12 @@ def _config_from_hf_dict(d: dict) -> EncoderConfig:
             attention_dropout=d.get("attention_dropout", 0.1),
             pad_token_id=d.get("pad_token_id", 0),
         )
-    if model_type == "albert":
-        if d.get("num_hidden_groups", 1) != 1 or d.get("inner_group_num", 1) != 1:
-            raise ValueError(
-                "ALBERT with num_hidden_groups != 1 or inner_group_num != 1 is not supported "
-                f"(got {d.get('num_hidden_groups')}, {d.get('inner_group_num')})"
-            )
+    if model_type == "albert" and (d.get("num_hidden_groups", 1) != 1
+                                   or d.get("inner_group_num", 1) != 1):
+        raise ValueError(
+            "ALBERT with num_hidden_groups != 1 or inner_group_num != 1 is not supported "
+            f"(got {d.get('num_hidden_groups')}, {d.get('inner_group_num')})"
+        )
     if d.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(
             f"position_embedding_type {d['position_embedding_type']!r} is not supported"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from jaxit.encoders.transformer import Encoder
 
 # A gate says when a parameter group is updated: "train" (every step), "frozen" (never),
 # or a function step -> bool scalar (jit-traceable) for alternating / staged schedules.
-Gate = Union[str, Callable[[jnp.ndarray], jnp.ndarray]]
+Gate = str | Callable[[jnp.ndarray], jnp.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)

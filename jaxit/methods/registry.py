@@ -8,8 +8,8 @@ from collections.abc import Callable
 from jaxit.encoders.transformer import Encoder
 from jaxit.methods.adapler import build_adapler
 from jaxit.methods.base import Method
-from jaxit.methods.early_exit import ALIASES as _EARLY_EXIT_NAMES
 from jaxit.methods.dact import build_dact
+from jaxit.methods.early_exit import ALIASES as _EARLY_EXIT_NAMES
 from jaxit.methods.early_exit import build_early_exit
 from jaxit.methods.finetune import make_finetune
 

@@ -19,7 +19,7 @@ from jaxit.methods.base import Method
 
 def lr_schedule(peak_lr: float, num_steps: int, warmup_fraction: float) -> optax.Schedule:
     """Linear warm-up to `peak_lr` over warmup_fraction·num_steps, then linear decay to 0."""
-    warmup = int(round(warmup_fraction * num_steps))
+    warmup = round(warmup_fraction * num_steps)
     return optax.join_schedules(
         [optax.linear_schedule(0.0, peak_lr, max(warmup, 1)),
          optax.linear_schedule(peak_lr, 0.0, max(num_steps - warmup, 1))],

@@ -156,7 +156,7 @@ def build_setup(config) -> Setup:
     steps_per_epoch = len(train) // bs
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train)} training examples are fewer than one batch of {bs}")
-    num_steps = config.train.num_steps or int(math.ceil(config.train.num_epochs * steps_per_epoch))
+    num_steps = config.train.num_steps or math.ceil(config.train.num_epochs * steps_per_epoch)
     encoder = make_encoder(enc_cfg)
     num_outputs = 1 if task.is_regression else task.num_labels
     method = make_method(config.method, encoder, num_outputs, task.is_regression, num_steps,
