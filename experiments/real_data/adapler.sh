@@ -16,9 +16,11 @@
 #      the soft mask flattened the CPs and 99 % of the tokens stayed above the threshold);
 #   then dev accuracy / FLOPs speed-up of every epoch's checkpoint (soft mask at lambda =
 #   1e20 = hard dropping), and the fastest within 1 point of FT.
-# Usage: [TASK=sst2] [MAXLEN=64] bash experiments/real_data/adapler.sh [RUN_DIR] [FT] [N] [EPOCHS] [EXTRA TRAIN FLAGS...]
+# Usage: [TASK=sst2] [MAXLEN=64] [SAVE_EVERY=S] [KEEP=K] bash experiments/real_data/adapler.sh [RUN_DIR] [FT] [N] [EPOCHS] [EXTRA TRAIN FLAGS...]
 #   (extra flags replace the tuned ones below, e.g. --config.method.phi=5e-4; TASK and MAXLEN
-#   pick the task and seed 002 table 3's max length; adapler_hatexplain.sh uses them)
+#   pick the task and seed 002 table 3's max length; adapler_hatexplain.sh uses them; N = 0 is
+#   the whole training split; SAVE_EVERY/KEEP save a checkpoint every S steps and keep the
+#   last K, default one per epoch, for selection between epochs)
 set -u
 RUN=${1:-/work/runs/real/adapler_sst2}
 FT=${2:-/work/runs/sst2_full2}
@@ -31,6 +33,8 @@ TUNED=(--config.train.learning_rate=1e-5 --config.method.cp_lr_scale=100
 SHARED=${JAXIT_SHARED:-../shared}
 TASK=${TASK:-sst2}
 MAXLEN=${MAXLEN:-64}
+SAVE_EVERY=${SAVE_EVERY:-100000}
+KEEP=${KEEP:-$EPOCHS}
 mkdir -p "$RUN"
 
 echo "=== phase 2: saliencies $(date)"
@@ -44,7 +48,7 @@ jaxit train --config=experiments/configs/finetune.py --workdir="$RUN" \
   --config.init_from="$FT" --config.data.max_length="$MAXLEN" \
   --config.data.max_train_examples="$N" --config.train.seed=0 \
   --config.train.num_epochs="$EPOCHS" --config.train.warmup_fraction=0.06 \
-  --config.keep_checkpoints="$EPOCHS" --config.save_every=100000 --config.progress=False \
+  --config.keep_checkpoints="$KEEP" --config.save_every="$SAVE_EVERY" --config.progress=False \
   --config.log_every=20 "${TUNED[@]}" || exit 1
 
 echo "=== evaluation $(date)"
