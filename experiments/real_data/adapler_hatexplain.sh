@@ -6,7 +6,8 @@
 #      (gamma 5e-2, phi 2e-2, lambda 50 * 50^epoch), the CPU-schedule deviations of the SST-2
 #      run kept (CP lr x100, eta/theta lr 2e-3, main lr 1e-5), and phi 0.1 instead of 2e-2
 #      (eta learns only while lambda is small; see BUILD_NOTES: 2.36x vs 2.28x within 1 point).
-# Usage: [PHI=1e-1] bash experiments/real_data/adapler_hatexplain.sh [RUNS_DIR] [N] [EPOCHS] [RUN_NAME]
+# Usage: [PHI=1e-1] [FT_NAME=hatexplain_ft] bash experiments/real_data/adapler_hatexplain.sh [RUNS_DIR] [N] [EPOCHS] [RUN_NAME]
+#   (N = 0: all training posts; give such a run its own FT_NAME, since the fine-tune is per subset)
 set -u
 RUNS=${1:-/work/runs/real}
 N=${2:-8000}
@@ -14,7 +15,7 @@ EPOCHS=${3:-5}
 NAME=${4:-adapler_hatexplain}
 PHI=${PHI:-1e-1}
 SHARED=${JAXIT_SHARED:-../shared}
-FT="$RUNS/hatexplain_ft"
+FT="$RUNS/${FT_NAME:-hatexplain_ft}"
 
 echo "=== phase 1: fine-tune $(date)"
 jaxit train --config=experiments/configs/finetune.py --workdir="$FT" \
