@@ -20,7 +20,8 @@
 #   (extra flags replace the tuned ones below, e.g. --config.method.phi=5e-4; TASK and MAXLEN
 #   pick the task and seed 002 table 3's max length; adapler_hatexplain.sh uses them; N = 0 is
 #   the whole training split; SAVE_EVERY/KEEP save a checkpoint every S steps and keep the
-#   last K, default one per epoch, for selection between epochs)
+#   last K, default one per epoch, for selection between epochs; BUILD_NOTES' full-data run,
+#   the one that meets the SST-2 goal: SAVE_EVERY=1052 KEEP=10 ... adapler_sst2_full FT 0 5)
 set -u
 RUN=${1:-/work/runs/real/adapler_sst2}
 FT=${2:-/work/runs/sst2_full2}

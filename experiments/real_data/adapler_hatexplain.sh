@@ -7,7 +7,8 @@
 #      run kept (CP lr x100, eta/theta lr 2e-3, main lr 1e-5), and phi 0.1 instead of 2e-2
 #      (eta learns only while lambda is small; see BUILD_NOTES: 2.36x vs 2.28x within 1 point).
 # Usage: [PHI=1e-1] [FT_NAME=hatexplain_ft] bash experiments/real_data/adapler_hatexplain.sh [RUNS_DIR] [N] [EPOCHS] [RUN_NAME]
-#   (N = 0: all training posts; give such a run its own FT_NAME, since the fine-tune is per subset)
+#   (N = 0: all training posts; give such a run its own FT_NAME, since the fine-tune is per subset;
+#   BUILD_NOTES' full-data run: FT_NAME=hatexplain_ft_full SAVE_EVERY=235 KEEP=10 ... 0 5 adapler_hatexplain_full)
 set -u
 RUNS=${1:-/work/runs/real}
 N=${2:-8000}
