@@ -19,12 +19,11 @@ import numpy as np
 
 from jaxit.batch import Batch
 from jaxit.configs import config_from_run
-from jaxit.encoders import make_encoder
 from jaxit.encoders.transformer import mask_bias_from
 from jaxit.inference import EarlyExitRunner, NeverExit
 from jaxit.inference.runner import make_layer_compute
+from jaxit.sweep import method_pooling
 from jaxit.train.evaluate import restore_params
-from jaxit.train.pipeline import load_encoder
 
 
 def main(argv=None) -> dict:
@@ -33,17 +32,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--bucket", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=400)
     args = ap.parse_args(argv)
-    config = config_from_run(args.workdir)
-    setup, params = restore_params(config, args.workdir)
-    # the run's own backbone and task (a regression run has 1 output)
-    enc = make_encoder(load_encoder(config, setup.tokenizer.get_vocab_size())[0])
-    task = setup.task
-    num_outputs = 1 if task.is_regression else task.num_labels
-    pooling = str(config.method.get("pooling", None) or "cls")
-    runner = EarlyExitRunner(enc, params, num_outputs, task.is_regression,
+    setup, params = restore_params(config_from_run(args.workdir), args.workdir)
+    method = setup.method  # the run's own backbone, outputs and task kind
+    enc, pooling = method.encoder, method_pooling(setup)
+    runner = EarlyExitRunner(enc, params, method.num_outputs, method.is_regression,
                              buckets=(args.bucket,), pooling=pooling)
     runner.warmup()
-    compute = make_layer_compute(enc, task.is_regression, pooling)
+    compute = make_layer_compute(enc, method.is_regression, pooling)
 
     @jax.jit
     def heads_no_cond(embed_params, layers, heads, lte, inputs):
