@@ -15,7 +15,7 @@ hardware's time-vs-length curve (at batch 1 on CPU a layer costs a fixed ~0.25 m
 part proportional to the tokens, so time falls more slowly than FLOPs as tokens leave).
 
 Without a trained AdapLeR run the model is the fine-tuned backbone of `--backbone` (a
-`finetune` run, default /work/runs/sst2_full2) with random contribution predictors
+`finetune` run, default /work/runs/real/sst2_ft, phase 1 of adapler_sst2.sh) with random contribution predictors
 (kernels normal(`--cp_scale`)) and hand-set η: a timing benchmark of the runner (accuracy
 is then not AdapLeR's: random CPs drop useful tokens). With `--workdir`, the trained η and
 `--eta_scales` multiples of it.
@@ -84,7 +84,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default="", help="trained AdapLeR run (load_run_params)")
     ap.add_argument("--checkpoint", default="best", help="best, latest or a step number")
     ap.add_argument("--eta_scales", default="1.0", help="trained run: η multiples to time")
-    ap.add_argument("--backbone", default="/work/runs/sst2_full2",
+    ap.add_argument("--backbone", default="/work/runs/real/sst2_ft",
                     help="without --workdir: a fine-tuned run for the encoder and head")
     ap.add_argument("--etas", default="0.5,0.6,0.7,0.8,0.9",
                     help="without --workdir: η (all layers) per operating point")

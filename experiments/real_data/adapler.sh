@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real-data AdapLeR (issue 6), MiniLM-L6 from ../shared, CPU-sized. Three phases, each
 # resumable (rerun the script: finished work is skipped or resumed):
-#   1. fine-tune (an existing `finetune` run: FT, default /work/runs/sst2_full2, 1 epoch of
-#      SST-2, dev 0.899; only its 2 kept checkpoints exist, so phase 2 averages those 2);
+#   1. fine-tune: an existing `finetune` run FT (default /work/runs/real/sst2_ft, made by
+#      adapler_sst2.sh's phase 1: 1 epoch of SST-2, its 3 best dev checkpoints kept);
 #   2. saliencies (gradient x input at the embedding output, gold class) of FT's best
 #      checkpoints on the training subset, at max_length 64 (seed 002 table 3);
 #   3. length-reduction training from FT (init_from) on the same subset: N sentences, E
@@ -21,10 +21,10 @@
 #   pick the task and seed 002 table 3's max length; adapler_hatexplain.sh uses them; N = 0 is
 #   the whole training split; SAVE_EVERY/KEEP save a checkpoint every S steps and keep the
 #   last K, default one per epoch, for selection between epochs; BUILD_NOTES' full-data run,
-#   the one that meets the SST-2 goal: SAVE_EVERY=1052 KEEP=10 ... adapler_sst2_full FT 0 5)
+#   the one that meets the SST-2 goal, is adapler_sst2.sh with its defaults)
 set -u
 RUN=${1:-/work/runs/real/adapler_sst2}
-FT=${2:-/work/runs/sst2_full2}
+FT=${2:-/work/runs/real/sst2_ft}
 N=${3:-6000}
 EPOCHS=${4:-5}
 shift $(( $# < 4 ? $# : 4 ))

@@ -15,17 +15,13 @@ N=${2:-8000}
 EPOCHS=${3:-5}
 NAME=${4:-adapler_hatexplain}
 PHI=${PHI:-1e-1}
-SHARED=${JAXIT_SHARED:-../shared}
 FT="$RUNS/${FT_NAME:-hatexplain_ft}"
 
 echo "=== phase 1: fine-tune $(date)"
-jaxit train --config=experiments/configs/finetune.py --workdir="$FT" \
-  --config.model="$SHARED/models/all-MiniLM-L6-v2" --config.task=hatexplain \
-  --config.method.name=finetune --config.data.max_length=72 \
-  --config.data.max_train_examples="$N" --config.train.seed=0 \
-  --config.train.learning_rate=3e-5 --config.train.num_epochs=2 \
-  --config.train.warmup_fraction=0.06 --config.eval_every=100 --config.save_every=100 \
-  --config.keep_best=3 --config.best_metric=accuracy --config.progress=False || exit 1
+bash "$(dirname "$0")/finetune.sh" "$FT" hatexplain --config.data.max_length=72 \
+  --config.data.max_train_examples="$N" --config.train.learning_rate=3e-5 \
+  --config.train.num_epochs=2 --config.train.warmup_fraction=0.06 --config.eval_every=100 \
+  --config.save_every=100 || exit 1
 
 TASK=hatexplain MAXLEN=72 bash "$(dirname "$0")/adapler.sh" "$RUNS/$NAME" "$FT" \
   "$N" "$EPOCHS" --config.train.learning_rate=1e-5 --config.method.cp_lr_scale=100 \
