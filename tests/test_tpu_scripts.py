@@ -40,7 +40,7 @@ def _sh(script, *args, bindir, cwd=ROOT, env=None, check=None):
         env=e,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # a hang guard, not a speed check: the real-jaxit calls import JAX twice
         check=False,
     )
     if check is not None:
