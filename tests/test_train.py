@@ -78,6 +78,26 @@ def test_workdir_with_incompatible_checkpoint(tmp_path):
         train(other, tmp_path / "run")
 
 
+def test_same_model_dir_by_another_path_resumes(tmp_path, monkeypatch):
+    """A checkpoint whose meta names the model by a relative path restores under an
+    absolute path to the same directory; another directory is still a different run."""
+    from jaxit.train.checkpoint import Checkpoints
+
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "models")
+    state = {"w": np.arange(3, dtype=np.float32)}
+    ckpts = Checkpoints(tmp_path / "run")
+    ckpts.save(1, state, {"model": "../models/m", "task": "t"})
+    ckpts.wait()
+    got = ckpts.restore(state, {"model": str(tmp_path / "models" / "m"), "task": "t"})
+    np.testing.assert_array_equal(got["w"], state["w"])
+    with pytest.raises(IncompatibleCheckpointError, match="model: checkpoint has '../models/m'"):
+        ckpts.restore(state, {"model": str(tmp_path / "models" / "other"), "task": "t"})
+    with pytest.raises(IncompatibleCheckpointError, match="task"):
+        ckpts.restore(state, {"model": "../models/m", "task": "u"})
+
+
 def test_unknown_task_and_method(tmp_path):
     c = tiny_config()
     c.task = "no_such_task"

@@ -93,7 +93,7 @@ class Checkpoints:
             return None
         saved = self.read_meta(step, which)
         diffs = {k: (saved.get(k), v) for k, v in meta.items()
-                 if k in _COMPAT_KEYS and saved.get(k) != v}
+                 if k in _COMPAT_KEYS and not _same(k, saved.get(k), v)}
         if diffs:
             raise IncompatibleCheckpointError(
                 f"{mngr.directory} holds a checkpoint (step {step}) of a different run: "
@@ -117,3 +117,14 @@ class Checkpoints:
 
 
 _COMPAT_KEYS = ("model", "task", "method", "params_digest", "opt_digest")
+
+
+def _same(key: str, saved, current) -> bool:
+    """Meta values that name the same run; a model given as two paths to one local
+    directory (`../shared/...` vs an absolute path, as JAXIT_SHARED gives) is the same."""
+    if saved == current:
+        return True
+    if key != "model" or not (isinstance(saved, str) and isinstance(current, str)):
+        return False
+    a, b = Path(saved), Path(current)
+    return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
