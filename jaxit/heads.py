@@ -1,4 +1,5 @@
-"""Heads on the encoder's [CLS] states: BERT-style classification/regression exit heads.
+"""Heads on the encoder's states: BERT-style classification/regression exit heads, BERxiT's
+LTE unit and DACT's halting units (shared by the methods and the inference runners).
 
 An exit head is pooler (dense D->D, tanh) + dropout + linear D->C (C = 1 for regression),
 as in BERT's own sequence-classification head. Heads for all L layers are stored stacked
@@ -73,3 +74,31 @@ def task_loss(outputs: jnp.ndarray, labels: jnp.ndarray, is_regression: bool) ->
         return jnp.square(outputs[..., 0] - labels.astype(outputs.dtype))
     logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
     return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def stacked_heads(heads: dict) -> dict:
+    """All L exit heads stacked on a leading axis (exits 1..L-1, then the final head)."""
+    return jax.tree.map(lambda e, f: jnp.concatenate([e, f[None]], axis=0),
+                        heads["exits"], heads["final"])
+
+
+def init_lte(rng: jax.Array, hidden: int) -> dict:
+    return {"kernel": 0.02 * jax.random.normal(rng, (hidden, 1)), "bias": jnp.zeros((1,))}
+
+
+def lte_certainty(lte: dict, pooled: jnp.ndarray) -> jnp.ndarray:
+    """u = sigmoid(c . pooled + b): pooled [..., D] -> [...]."""
+    z = pooled @ lte["kernel"].astype(pooled.dtype) + lte["bias"].astype(pooled.dtype)
+    return jax.nn.sigmoid(z[..., 0])
+
+
+def init_halting(rng: jax.Array, num_layers: int, hidden: int, bias: float = 0.0) -> dict:
+    """L halting units {"kernel": [L, D, 1] normal(0.02), "bias": [L, 1] = bias}."""
+    return {"kernel": 0.02 * jax.random.normal(rng, (num_layers, hidden, 1)),
+            "bias": jnp.full((num_layers, 1), bias, jnp.float32)}
+
+
+def halting_value(unit: dict, cls: jnp.ndarray) -> jnp.ndarray:
+    """h = sigmoid(w . cls + b): one unit {"kernel": [D, 1], "bias": [1]}, cls [..., D] -> [...]."""
+    z = cls @ unit["kernel"].astype(cls.dtype) + unit["bias"].astype(cls.dtype)
+    return jax.nn.sigmoid(z[..., 0].astype(jnp.float32))

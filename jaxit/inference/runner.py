@@ -49,7 +49,7 @@ import numpy as np
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import MASK_MIN, Encoder, mask_bias_from
-from jaxit.heads import exit_head, pool_features
+from jaxit.heads import exit_head, halting_value, lte_certainty, pool_features, stacked_heads
 from jaxit.inference.policies import (
     GATE_DACT,
     GATE_GE,
@@ -60,8 +60,6 @@ from jaxit.inference.policies import (
     NeverExit,
     device_gate,
 )
-from jaxit.methods.dact import halting_value
-from jaxit.methods.early_exit import lte_certainty, stacked_heads
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 

@@ -42,25 +42,24 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, pool_features, task_loss
+from jaxit.heads import (
+    exit_head,
+    halting_value,
+    init_halting,
+    pool_features,
+    stacked_heads,
+    task_loss,
+)
 from jaxit.methods.base import Method, label_by_top_key
-from jaxit.methods.early_exit import _opt, init_multi_exit, stacked_heads
+from jaxit.methods.early_exit import _opt, init_multi_exit
 
 GROUPS = {"encoder": "backbone", "heads/exits": "exits", "heads/final": "final",
           "heads/halting": "halting"}
 LOG_FLOOR = 1e-8
 
 
-def init_halting(rng: jax.Array, num_layers: int, hidden: int, bias: float = 0.0) -> dict:
-    """L halting units {"kernel": [L, D, 1] normal(0.02), "bias": [L, 1] = bias}."""
-    return {"kernel": 0.02 * jax.random.normal(rng, (num_layers, hidden, 1)),
-            "bias": jnp.full((num_layers, 1), bias, jnp.float32)}
 
 
-def halting_value(unit: dict, cls: jnp.ndarray) -> jnp.ndarray:
-    """h = sigmoid(w . cls + b): one unit {"kernel": [D, 1], "bias": [1]}, cls [..., D] -> [...]."""
-    z = cls @ unit["kernel"].astype(cls.dtype) + unit["bias"].astype(cls.dtype)
-    return jax.nn.sigmoid(z[..., 0].astype(jnp.float32))
 
 
 def exit_values(outputs: jnp.ndarray, is_regression: bool) -> jnp.ndarray:

@@ -59,7 +59,17 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import all_exit_heads, exit_head, init_exit_heads, pool_features, task_loss
+from jaxit.heads import (
+    all_exit_heads,
+    exit_head,
+    halting_value,
+    init_exit_heads,
+    init_lte,
+    lte_certainty,
+    pool_features,
+    stacked_heads,
+    task_loss,
+)
 from jaxit.methods.base import Method, label_by_top_key
 
 STRATEGIES = ("joint", "two_stage", "alternating", "pabee", "elbert", "fastbert")
@@ -85,20 +95,10 @@ class LayerOutputs(NamedTuple):
 # ----------------------------------------------------------------------------- params
 
 
-def stacked_heads(heads: dict) -> dict:
-    """All L exit heads stacked on a leading axis (exits 1..L-1, then the final head)."""
-    return jax.tree.map(lambda e, f: jnp.concatenate([e, f[None]], axis=0),
-                        heads["exits"], heads["final"])
 
 
-def init_lte(rng: jax.Array, hidden: int) -> dict:
-    return {"kernel": 0.02 * jax.random.normal(rng, (hidden, 1)), "bias": jnp.zeros((1,))}
 
 
-def lte_certainty(lte: dict, pooled: jnp.ndarray) -> jnp.ndarray:
-    """u = sigmoid(c . pooled + b): pooled [..., D] -> [...]."""
-    z = pooled @ lte["kernel"].astype(pooled.dtype) + lte["bias"].astype(pooled.dtype)
-    return jax.nn.sigmoid(z[..., 0])
 
 
 def init_multi_exit(rng, encoder: Encoder, encoder_params: dict, num_outputs: int,
@@ -137,8 +137,6 @@ def all_layer_outputs(encoder: Encoder, params: dict, batch: Batch,
     u = lte_certainty(heads["lte"], pooled) if "lte" in heads else None
     halt = None
     if "halting" in heads:  # DACT: one halting unit per layer on the raw [CLS] state
-        from jaxit.methods.dact import halting_value
-
         halt = jax.vmap(halting_value)(heads["halting"], cls)
     return LayerOutputs(outputs, u, pooled, halt)
 

@@ -1,0 +1,186 @@
+"""Exit rules evaluated on the device, one row per example, for the batched engine.
+
+Every policy of `jaxit.inference.policies` has a device twin here. A rule is a static kind
+(which code runs) plus float32 parameters (thresholds: arguments of the compiled step, so a
+threshold sweep never recompiles) and a per-example state row of `state_size` floats that
+the engine keeps beside each example and passes in and out with every dispatch:
+
+- "threshold": the stateless rules (confidence, entropy, normalised entropy, LTE, a fixed
+  layer, never), as the batch-1 runner's device gate (kind, threshold, direction); no state.
+- "patience" (PABEE): state (counter, previous prediction or value).
+- "elbert": stage 1 puzzlement, else the confidence window; state = the softmax of every
+  layer so far ([L, C], row-major).
+- "dact": DACT's accumulator and halting product; state (a [C], p).
+
+`rule_step` is the float32 twin of the host policies' `update`: the same comparisons in
+float32 (thresholds rounded to float32 as the host rules do), so decisions agree with the
+batch-1 runner except for values within a rounding step of a threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxit.inference.policies import (
+    DACTPolicy,
+    ELBERTPolicy,
+    PatiencePolicy,
+    device_gate,
+)
+
+RULE_KINDS = ("threshold", "patience", "elbert", "dact")
+NUM_SCORES = 5  # max p, entropy, normalised entropy, LTE u, layer (the gate kinds' order)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRule:
+    """kind: one of RULE_KINDS (static); params: float32 [K] (traced); state_size: floats
+    of per-example state; criterion: ELBERT's window criterion (static, 1-3)."""
+
+    kind: str
+    params: tuple
+    state_size: int
+    criterion: int = 0
+
+    @property
+    def static_key(self) -> tuple:
+        return (self.kind, self.state_size, self.criterion)
+
+    def param_array(self) -> np.ndarray:
+        return np.asarray(self.params, np.float32)
+
+
+def device_rule(policy, num_layers: int, num_outputs: int, is_regression: bool) -> DeviceRule:
+    """The device twin of a host policy; a clear error for a policy with none."""
+    if isinstance(policy, DACTPolicy):
+        if policy.num_layers != num_layers:
+            raise ValueError(f"DACTPolicy(num_layers={policy.num_layers}) on a model with "
+                             f"{num_layers} layers")
+        return DeviceRule("dact", (policy.tolerance, policy.value_range), num_outputs + 1)
+    if isinstance(policy, PatiencePolicy):
+        s = policy.settings
+        thr = s["regression_threshold"]
+        if is_regression and thr is None:
+            raise ValueError("patience on a regression task needs regression_threshold")
+        return DeviceRule("patience", (s["patience"], 0.0 if thr is None else thr), 2)
+    if isinstance(policy, ELBERTPolicy):
+        if is_regression:
+            raise ValueError("the ELBERT exit rule needs class probabilities (a classification task)")
+        s = policy.settings
+        if s["criterion"] not in (1, 2, 3):
+            raise ValueError(f"ELBERT window criterion must be 1, 2 or 3, got {s['criterion']}")
+        return DeviceRule("elbert", (s["delta"], s["window"], s["margin"], s["max_range"]),
+                          num_layers * num_outputs, int(s["criterion"]))
+    gate = device_gate(policy)
+    if gate is None:
+        raise ValueError(f"{policy!r} has no device rule for the batched engine")
+    return DeviceRule("threshold", tuple(float(g) for g in gate), 0)
+
+
+def layer_scores(probs, u, layer, is_regression: bool):
+    """[B, NUM_SCORES] gate inputs from probs [B, C] (classification), u [B], layer []."""
+    b = u.shape[0]
+    zero = jnp.zeros((b,), jnp.float32)
+    max_p = ent = nent = zero
+    if not is_regression:
+        max_p = probs.max(-1)
+        ent = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.maximum(probs, 1e-30)), 0.0),
+                       axis=-1)
+        c = probs.shape[-1]
+        nent = ent / np.float32(np.log(c)) if c > 1 else zero
+    layer_f = jnp.broadcast_to(layer.astype(jnp.float32), (b,))
+    return jnp.stack([max_p, ent, nent, u, layer_f], axis=-1)
+
+
+def threshold_stop(scores, gate):
+    """gate [3] = (kind, threshold, direction) -> stop [B] (`policies.device_gate`)."""
+    value = jnp.take(scores, jnp.clip(gate[0].astype(jnp.int32), 0, scores.shape[-1] - 1),
+                     axis=-1)
+    return jnp.where(gate[2] > 0, value >= gate[1], value < gate[1])
+
+
+def _lead(p, c):
+    """p [B, C] at class c [B]: p_c minus the largest other probability ([B])."""
+    pc = jnp.take_along_axis(p, c[:, None], axis=-1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(c, p.shape[-1], dtype=bool), -jnp.inf, p)
+    return jnp.where(p.shape[-1] > 1, pc - others.max(-1), 1.0)
+
+
+def _elbert(params, probs, scores, hist, layer, criterion: int):
+    """ELBERT's rule with the window over hist [B, L, C] (this layer's probs included)."""
+    delta, window, margin, max_range = params[0], params[1], params[2], params[3]
+    num_layers = hist.shape[1]
+    stage1 = scores[:, 2] < delta
+    c = probs.argmax(-1)
+    pos = jnp.arange(num_layers)
+    in_win = (pos >= layer - window) & (pos < layer)  # 0-based layers of the window
+    first = jnp.clip(layer - window, 0, num_layers - 1).astype(jnp.int32)
+    pc = jnp.take_along_axis(hist, c[:, None, None], axis=-1)[..., 0]  # [B, L]
+    enough = (window >= 1) & (layer >= window)
+    if criterion == 1:
+        prev = jnp.concatenate([pc[:, :1], pc[:, :-1]], axis=1)
+        rising = jnp.all(jnp.where(in_win & (pos > first), pc >= prev, True), axis=1)
+        ok = (_lead(hist[:, first], c) > 2 * margin) & rising
+    else:
+        leads = jax.vmap(lambda p: _lead(p, c), in_axes=1, out_axes=1)(hist)  # [B, L]
+        ok = jnp.all(jnp.where(in_win, leads > 2 * margin, True), axis=1)
+        if criterion == 2:
+            hi = jnp.where(in_win, pc, -jnp.inf).max(1)
+            lo = jnp.where(in_win, pc, jnp.inf).min(1)
+            ok = ok & (hi - lo <= max_range)
+    return stage1 | (enough & ok)
+
+
+def _dact(params, y, h, state, layer, num_layers: int, is_regression: bool):
+    """DACT's update and halting bound (float32 twin of `DACTPolicy.update`)."""
+    c = y.shape[-1]
+    a, p = state[:, :c], state[:, c]
+    p = jnp.where(layer <= 1, 1.0, p)
+    a = jnp.where(layer <= 1, 0.0, a)
+    a = y * p[:, None] + a * (1.0 - p[:, None])
+    p = h * p
+    d = (num_layers - layer).astype(jnp.float32)
+    if is_regression:
+        stop = p * d * params[1] <= params[0]
+    elif c < 2:
+        stop = jnp.ones(p.shape, bool)
+    else:
+        top2 = jax.lax.top_k(a, 2)[0]
+        stop = top2[:, 0] * (1.0 - p) ** d >= top2[:, 1] + p * d
+    return stop | (d <= 0), jnp.concatenate([a, p[:, None]], axis=1)
+
+
+def rule_step(rule: DeviceRule, params, out, probs, u, h, state, layer, num_layers: int,
+              is_regression: bool):
+    """One layer's decision for every row.
+
+    out [B, C] head outputs (float32), probs [B, C] softmax (classification; unused for
+    regression), u [B] LTE certainty (zeros without LTE), h [B] halting values (zeros
+    without halting units), state [B, S], layer [] int32 (1-based) ->
+    (stop [B] bool, state' [B, S]). The last layer always stops."""
+    last = layer >= num_layers
+    scores = layer_scores(probs, u, layer, is_regression)
+    if rule.kind == "threshold":
+        return threshold_stop(scores, params) | last, state
+    if rule.kind == "patience":
+        count, prev = state[:, 0], state[:, 1]
+        cur = out[:, 0] if is_regression else probs.argmax(-1).astype(jnp.float32)
+        agree = (jnp.abs(cur - prev) < params[1]) if is_regression else (cur == prev)
+        count = jnp.where((layer > 1) & agree, count + 1.0, 0.0)
+        stop = (params[0] > 0) & (count >= params[0])
+        return stop | last, jnp.stack([count, cur], axis=1)
+    if rule.kind == "elbert":
+        b, c = probs.shape
+        hist = state.reshape(b, num_layers, c)
+        hist = jnp.where((jnp.arange(num_layers) == layer - 1)[None, :, None], probs[:, None],
+                         hist)
+        stop = _elbert(params, probs, scores, hist, layer, rule.criterion)
+        return stop | last, hist.reshape(b, -1)
+    if rule.kind == "dact":
+        y = out if is_regression else probs
+        return _dact(params, y, h, state, layer, num_layers, is_regression)
+    raise ValueError(f"unknown device rule kind {rule.kind!r}; known: {RULE_KINDS}")
