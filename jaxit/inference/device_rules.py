@@ -116,14 +116,16 @@ def _elbert(params, probs, scores, hist, layer, criterion: int):
     num_layers = hist.shape[1]
     stage1 = scores[:, 2] < delta
     c = probs.argmax(-1)
-    pos = jnp.arange(num_layers)
-    in_win = (pos >= layer - window) & (pos < layer)  # 0-based layers of the window
-    first = jnp.clip(layer - window, 0, num_layers - 1).astype(jnp.int32)
+    lf = layer.astype(jnp.float32)
+    pos = jnp.arange(num_layers, dtype=jnp.float32)
+    in_win = (pos >= lf - window) & (pos < lf)  # 0-based layers of the window
+    first_f = jnp.clip(lf - window, 0.0, num_layers - 1.0)
+    first = first_f.astype(jnp.int32)
     pc = jnp.take_along_axis(hist, c[:, None, None], axis=-1)[..., 0]  # [B, L]
-    enough = (window >= 1) & (layer >= window)
+    enough = (window >= 1) & (lf >= window)
     if criterion == 1:
         prev = jnp.concatenate([pc[:, :1], pc[:, :-1]], axis=1)
-        rising = jnp.all(jnp.where(in_win & (pos > first), pc >= prev, True), axis=1)
+        rising = jnp.all(jnp.where(in_win & (pos > first_f), pc >= prev, True), axis=1)
         ok = (_lead(hist[:, first], c) > 2 * margin) & rising
     else:
         leads = jax.vmap(lambda p: _lead(p, c), in_axes=1, out_axes=1)(hist)  # [B, L]

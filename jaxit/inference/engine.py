@@ -44,7 +44,7 @@ from jaxit.inference.policies import NeverExit
 from jaxit.inference.runner import DEFAULT_BUCKETS
 from jaxit.methods.adapler import cp_layer
 
-DEFAULT_BATCH_SIZES = (8, 16, 32)
+DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32)
 POOL_BYTES = 256 * 2**20  # default cap on one pool's memory per device
 
 
@@ -170,6 +170,11 @@ class BatchedEngine:
             raise ValueError(f"{int(np.max(n))} tokens exceed the largest length bucket "
                              f"{self.buckets[-1]}")
         return idx
+
+    def size_below(self, rows: int) -> int:
+        """The largest batch size that `rows` rows per device fill (the smallest size when
+        they fill none)."""
+        return max([s for s in self.batch_sizes if s <= rows] or [self.batch_sizes[0]])
 
     def size_for(self, rows: int) -> int:
         """The smallest batch size holding `rows` rows per device."""

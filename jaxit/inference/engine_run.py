@@ -102,22 +102,27 @@ class EngineRun:
         return (0, max(tail, key=lambda k: len(self.inputs[k]))) if tail else None
 
     def take(self, stage: int, k: int) -> list:
-        """Per device, up to bmax examples for a dispatch at (stage, bucket k); rows that
-        move in from a larger bucket's pool get a slot in pool k (or wait when it is full)."""
+        """Per device, up to b examples for a dispatch at (stage, bucket k), b the largest
+        batch size that the longest of the devices' queues fills (so that a queue's tail
+        runs as a few smaller full batches rather than one padded one); rows that move in
+        from a larger bucket's pool get a slot in pool k (or wait when it is full)."""
         eng = self.e
         rows = [[] for _ in range(eng.ndev)]
         if stage == 0:
             q = self.inputs[k]
+            cap = eng.size_below(-(-len(q) // eng.ndev))
             d = 0
-            while q and any(len(r) < eng.bmax and self.free[k][i] for i, r in enumerate(rows)):
-                if len(rows[d]) < eng.bmax and self.free[k][d]:
+            while q and any(len(r) < cap and self.free[k][i] for i, r in enumerate(rows)):
+                if len(rows[d]) < cap and self.free[k][d]:
                     ex = q.popleft()
                     self.dev[ex], self.slot[ex], self.where[ex] = d, self.free[k][d].pop(), k
                     rows[d].append(ex)
                 d = (d + 1) % eng.ndev
             return rows
-        for d, dq in enumerate(self.queue(stage, k)):
-            while dq and len(rows[d]) < eng.bmax:
+        dqs = self.queue(stage, k)
+        cap = eng.size_below(max(len(dq) for dq in dqs))
+        for d, dq in enumerate(dqs):
+            while dq and len(rows[d]) < cap:
                 ex = dq[0]
                 if self.where[ex] != k and not self.free[k][d]:
                     break
