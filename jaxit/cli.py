@@ -38,6 +38,8 @@ flags.DEFINE_list("policies", ["confidence", "entropy", "patience"],
 flags.DEFINE_float("tolerance", 0.01, "sweep: operating point = largest FLOPs speed-up within "
                    "this score loss of the full model")
 flags.DEFINE_integer("wallclock_examples", 200, "sweep: dev examples timed by the batch-1 runner")
+flags.DEFINE_integer("batch_size", 32, "sweep: batch size of the batched engine's throughput "
+                     "measurement on the whole dev split (0 = skip it)")
 flags.DEFINE_bool("quick", False, "demo: a smaller, faster run (for smoke tests)")
 flags.DEFINE_integer("examples", 5, "interpret: dev examples to attribute with Integrated "
                      "Gradients (heatmaps)")
@@ -108,7 +110,8 @@ def _sweep(argv):
     workdir = _need("workdir", FLAGS.workdir)
     report = sweep_checkpoint(config, workdir, which=FLAGS.checkpoint, policies=FLAGS.policies,
                               tolerance=FLAGS.tolerance,
-                              wallclock_examples=FLAGS.wallclock_examples)
+                              wallclock_examples=FLAGS.wallclock_examples,
+                              batch_size=FLAGS.batch_size)
     print(json.dumps({"full_model_score": report["full_model_score"],
                       "layerwise": report["layerwise"],
                       "operating_points": report["operating_points"]}, indent=2, default=float))

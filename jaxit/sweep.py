@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.evaluate_exits import (
     ExitTrace,
     collect_layer_outputs,
@@ -20,6 +21,7 @@ from jaxit.inference.evaluate_exits import (
 )
 from jaxit.inference.policies import DACTPolicy, make_policy
 from jaxit.inference.runner import EarlyExitRunner
+from jaxit.inference.throughput import measure_throughput
 
 DEFAULT_POLICIES = ("confidence", "entropy", "patience")
 
@@ -84,10 +86,13 @@ def dact_full_score(trace: ExitTrace, metric) -> float:
 
 
 def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES,
-              tolerance: float = 0.01, wallclock_examples: int = 200, title: str = "") -> dict:
+              tolerance: float = 0.01, wallclock_examples: int = 200, title: str = "",
+              batch_size: int = 32) -> dict:
     """Writes exits.json + tradeoff.png under out_dir and returns the report, with an
     "operating_points" entry per policy (best speed-up within `tolerance` of the full
-    model) timed on `wallclock_examples` dev examples by the batch-1 runner."""
+    model) timed on `wallclock_examples` dev examples by the batch-1 runner ("wallclock")
+    and on the whole dev split by the batched engine at `batch_size` against the static
+    batched model ("batched"; 0 skips it)."""
     cfg = setup.method.encoder.config
     trace = dev_trace(setup, params)
     metric = setup.task.primary_metric
@@ -127,10 +132,14 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
             runner, examples,
             {n: policy_for(n, p["threshold"], L, trace.is_regression) for n, p in chosen.items()},
             labels=labels, metric=metric)
+    batched = batched_throughput(setup, params, chosen, trace, batch_size) if batch_size else None
     report["operating_points"] = {
-        n: {**p, **({"wallclock": wall[n]} if wall else {})} for n, p in chosen.items()}
+        n: {**p, **({"wallclock": wall[n]} if wall else {}),
+            **({"batched": batched[n]} if batched else {})} for n, p in chosen.items()}
     if wall:
         report["wallclock_static"] = wall["static"]
+    if batched:
+        report["batched_static"] = batched["static"]
     difficulty = getattr(setup.eval_data, "difficulty", None)
     if difficulty is not None and len(difficulty) == trace.outputs.shape[1]:
         report["by_difficulty"] = exits_by_difficulty(trace, np.asarray(difficulty), chosen)
@@ -139,6 +148,22 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
                 trace, np.asarray(difficulty))
     Path(out_dir, "exits.json").write_text(json.dumps(report, indent=2, default=float))
     return report
+
+
+def batched_throughput(setup, params, chosen: dict, trace: ExitTrace, batch_size: int) -> dict:
+    """Every operating point through the batched engine on the whole dev split, against the
+    static batched model at the same batch size (`measure_throughput`)."""
+    L = trace.num_layers
+    policies = {n: policy_for(n, p["threshold"], L, trace.is_regression)
+                for n, p in chosen.items()}
+    engine = BatchedEngine(setup.method.encoder, params, setup.method.num_outputs,
+                           setup.method.is_regression, pooling=method_pooling(setup),
+                           buckets=setup_buckets(setup),
+                           batch_sizes=sorted({1, 4, 8, 16, int(batch_size)}))
+    engine.warmup(*policies.values())
+    examples = dev_examples(setup, len(setup.eval_data))
+    return measure_throughput(engine, examples, {n: (p, None) for n, p in policies.items()},
+                              labels=trace.labels, metric=setup.task.primary_metric)
 
 
 def exits_by_difficulty(trace: ExitTrace, difficulty: np.ndarray, chosen: dict) -> dict:
@@ -173,7 +198,8 @@ def setup_buckets(setup) -> tuple[int, ...]:
 
 
 def sweep_checkpoint(config, workdir, which: str = "best", policies=DEFAULT_POLICIES,
-                     tolerance: float = 0.01, wallclock_examples: int = 200) -> dict:
+                     tolerance: float = 0.01, wallclock_examples: int = 200,
+                     batch_size: int = 32) -> dict:
     """`jaxit sweep`: restore a trained multi-exit run and analyse its exits."""
     from jaxit.train.evaluate import restore_params
 
@@ -182,5 +208,6 @@ def sweep_checkpoint(config, workdir, which: str = "best", policies=DEFAULT_POLI
         raise ValueError(f"the run in {workdir} ({config.method.name}) has no intermediate exit "
                          "heads; train an early-exit method (e.g. --config.method.name=berxit)")
     return run_sweep(setup, params, Path(workdir) / "sweep", policies, tolerance,
-                     wallclock_examples, title=f"{setup.task.name} / {setup.method.name}")
+                     wallclock_examples, title=f"{setup.task.name} / {setup.method.name}",
+                     batch_size=batch_size)
 

@@ -47,6 +47,12 @@ def test_train_eval_sweep_tiny(tmp_path):
     assert "operating_points" in sw
     report = json.loads((tmp_path / "run" / "sweep" / "exits.json").read_text())
     assert len(report["layerwise"]) == 2
+    # the batched engine on all of dev agrees with the exits simulated from the trace
+    op = report["operating_points"]["confidence"]
+    assert op["batched"]["accuracy"] == pytest.approx(op["accuracy"])
+    assert op["batched"]["avg_exit_layer"] == pytest.approx(op["avg_exit_layer"])
+    assert op["batched"]["flops_speedup"] == pytest.approx(op["flops_speedup"], rel=1e-6)
+    assert report["batched_static"]["compiles_after_warmup"] == 0
     assert (tmp_path / "run" / "sweep" / "tradeoff.png").stat().st_size > 1000
     # A config that does not match the checkpoint in the workdir is refused clearly.
     p = jaxit("train", f"--config={CONFIG}", f"--workdir={wd}", "--config.train.num_steps=6",

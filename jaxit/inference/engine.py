@@ -108,7 +108,8 @@ class BatchedEngine:
         self._pools: dict[int, jax.Array] = {}
         self._compiled: dict = {}
         self.trace_counts: dict = {}
-        self._static = jax.jit(make_static_step(encoder, self.spec, self.trace_counts))
+        self._static = jax.jit(make_static_step(encoder, self.spec, self.trace_counts),
+                               in_shardings=(rep, rep, rep, self._ids_sharding))
 
     # ------------------------------------------------------------------ settings
 
@@ -147,7 +148,10 @@ class BatchedEngine:
                 d = P("data")
                 step = jax.shard_map(step, mesh=self.mesh, in_specs=(
                     d, d, P(), d, d, P(), P(None, "data")), out_specs=(d, d))
-            self._compiled[key] = jax.jit(step, donate_argnums=0)
+            rows, rep = self._rows, NamedSharding(self.mesh, P())
+            # host arrays go straight to their shards (jax.device_put per call costs more)
+            self._compiled[key] = jax.jit(step, donate_argnums=0, in_shardings=(
+                rows, rows, rep, rows, rows, rep, self._ids_sharding))
         return self._compiled[key], ns
 
     def _weights(self, kind: str, layer: int, rule: DeviceRule) -> dict:
@@ -171,10 +175,16 @@ class BatchedEngine:
                              f"{self.buckets[-1]}")
         return idx
 
-    def size_below(self, rows: int) -> int:
-        """The largest batch size that `rows` rows per device fill (the smallest size when
-        they fill none)."""
-        return max([s for s in self.batch_sizes if s <= rows] or [self.batch_sizes[0]])
+    def size_to_run(self, rows: int) -> int:
+        """How many of `rows` waiting rows (per device) to run now: the largest batch, or
+        the smallest size that holds them when they fill it to at least 3/4, else the
+        largest size they fill (the rest runs next)."""
+        if rows >= self.bmax:
+            return self.bmax
+        hi = self.size_for(max(rows, 1))
+        if 4 * rows >= 3 * hi:
+            return hi
+        return max([s for s in self.batch_sizes if s <= rows] or [hi])
 
     def size_for(self, rows: int) -> int:
         """The smallest batch size holding `rows` rows per device."""
@@ -201,8 +211,7 @@ class BatchedEngine:
             for t in self.buckets:
                 for b in self.batch_sizes:
                     ids = np.zeros((3, self.ndev * b, t), np.int32)
-                    np.asarray(self._static(self._embed, self._layers, self._final,
-                                            jax.device_put(ids, self._ids_sharding)))
+                    np.asarray(self._static(self._embed, self._layers, self._final, ids))
 
     # ------------------------------------------------------------------ running
 
@@ -240,8 +249,7 @@ class BatchedEngine:
                 b = self.size_for(-(-rows.size // self.ndev))
                 ids = pack_ids(examples, rows, self.ndev * b, self.buckets[k],
                                 self.config.pad_token_id)
-                res = self._static(self._embed, self._layers, self._final,
-                                   jax.device_put(ids, self._ids_sharding))
+                res = self._static(self._embed, self._layers, self._final, ids)
                 out[rows] = np.asarray(res)[:rows.size]
         seconds = time.perf_counter() - start
         L = self.num_layers

@@ -62,7 +62,10 @@ class EngineRun:
         self.queues: dict = {}
         self.done = 0
         self.stats = {"dispatches": 0, "rows": 0, "padded_rows": 0, "host_wait_s": 0.0}
-        self._rule_params = None
+        self.scratch = np.array([eng.slots(j) - 1 for j in range(nb)], np.int32)
+        self.pos = np.zeros(N, np.int64)
+        self._padded: dict = {}
+        self._weights: dict = {}
 
     # ------------------------------------------------------------------ scheduling
 
@@ -75,42 +78,42 @@ class EngineRun:
     def fill(self, dqs) -> int:
         return sum(min(len(d), self.e.bmax) for d in dqs)
 
-    def choose(self, allow_partial: bool):
-        """(stage, bucket) of the next dispatch, or None (wait for the one in flight): the
-        deepest full queue; else new examples of the input bucket with the most waiting,
-        if its pool has a batch of free slots on every device; else, only when nothing is
-        in flight, the tail of the input, then the fullest queue."""
+    def choose(self, pending_stage):
+        """(stage, bucket) of the next dispatch, or None (wait for the one in flight, which
+        ran layer `pending_stage`; None when nothing is in flight): the deepest full queue;
+        else new examples of the input bucket with the most waiting (a full batch, or the
+        input's tail) while its pool has free slots; else drain: the fullest queue of the
+        shallowest layer that has any, once nothing upstream can still feed it."""
         eng = self.e
         full = eng.ndev * eng.bmax
         ready = [(s, k) for (s, k), dqs in self.queues.items() if self.fill(dqs) >= full]
         if ready:
             return max(ready)  # deepest layer first: it frees slots soonest
-        roomy = [k for k, q in enumerate(self.inputs)
-                 if q and min(len(f) for f in self.free[k]) >= eng.bmax]
-        admit = [k for k in roomy if len(self.inputs[k]) >= full]
-        if not admit and allow_partial:
-            admit = roomy
+        admit = [k for k, q in enumerate(self.inputs)
+                 if q and min(len(f) for f in self.free[k]) >= min(eng.bmax, len(q))]
         if admit:
             return (0, max(admit, key=lambda k: len(self.inputs[k])))
-        if not allow_partial:
-            return None
-        waiting = [(self.fill(dqs), s, k) for (s, k), dqs in self.queues.items()
-                   if self.fill(dqs) > 0]
+        waiting = [(s, -self.fill(dqs), k) for (s, k), dqs in self.queues.items() if any(dqs)]
         if waiting:
-            return max(waiting)[1:]
+            s, _, k = min(waiting)
+            if pending_stage is not None and pending_stage < s:
+                return None
+            return (s, k)
+        if pending_stage is not None:
+            return None
         tail = [k for k, q in enumerate(self.inputs) if q and any(self.free[k])]
         return (0, max(tail, key=lambda k: len(self.inputs[k]))) if tail else None
 
     def take(self, stage: int, k: int) -> list:
-        """Per device, up to b examples for a dispatch at (stage, bucket k), b the largest
-        batch size that the longest of the devices' queues fills (so that a queue's tail
-        runs as a few smaller full batches rather than one padded one); rows that move in
-        from a larger bucket's pool get a slot in pool k (or wait when it is full)."""
+        """Per device, up to b examples for a dispatch at (stage, bucket k), b from
+        `BatchedEngine.size_to_run` for the longest of the devices' queues (a queue's tail
+        runs as a few smaller, nearly full batches); rows that move in from a larger
+        bucket's pool get a slot in pool k (or wait when it is full)."""
         eng = self.e
         rows = [[] for _ in range(eng.ndev)]
         if stage == 0:
             q = self.inputs[k]
-            cap = eng.size_below(-(-len(q) // eng.ndev))
+            cap = eng.size_to_run(-(-len(q) // eng.ndev))
             d = 0
             while q and any(len(r) < cap and self.free[k][i] for i, r in enumerate(rows)):
                 if len(rows[d]) < cap and self.free[k][d]:
@@ -120,7 +123,7 @@ class EngineRun:
                 d = (d + 1) % eng.ndev
             return rows
         dqs = self.queue(stage, k)
-        cap = eng.size_below(max(len(dq) for dq in dqs))
+        cap = eng.size_to_run(max(len(dq) for dq in dqs))
         for d, dq in enumerate(dqs):
             while dq and len(rows[d]) < cap:
                 ex = dq[0]
@@ -128,6 +131,16 @@ class EngineRun:
                     break
                 rows[d].append(dq.popleft())
         return rows
+
+    def take_any(self):
+        """(stage, bucket, rows) of the fullest queue that can take rows now (a fallback
+        when the chosen queue's rows all wait for slots in a full pool)."""
+        for _, s, k in sorted(((-self.fill(d), s, k) for (s, k), d in self.queues.items()
+                               if any(d))):
+            rows = self.take(s, k)
+            if any(rows):
+                return s, k, rows
+        raise RuntimeError("batched engine stalled: every pool is full (raise pool_slots)")
 
     # ------------------------------------------------------------------ dispatch
 
@@ -139,39 +152,60 @@ class EngineRun:
         if b is None:
             b = eng.size_for(max(1, max(len(r) for r in rows)))
         fn, ns = eng._fn(kind, k, b, self.rule)
-        scratch = [eng.slots(k + j) - 1 for j in range(ns)]
-        ctrl = np.zeros((eng.ndev * b, 3 + ns), np.int32)
-        ctrl[:, 0] = scratch[0]
-        ctrl[:, 3:] = scratch
-        state = np.zeros((eng.ndev * b, self.rule.state_size), np.float32)
         flat = np.full(eng.ndev * b, -1, np.int64)
         for d, rs in enumerate(rows):
-            for i, ex in enumerate(rs):
-                r = d * b + i
-                flat[r] = ex
-                src = int(self.where[ex]) - k
-                if kind == "layer":
-                    ctrl[r, 2], ctrl[r, 3 + src] = src, self.slot[ex]
-                    if src:  # moves into pool k
-                        self.free[self.where[ex]][d].append(int(self.slot[ex]))
-                        self.slot[ex], self.where[ex] = self.free[k][d].pop(), k
-                ctrl[r, 0], ctrl[r, 1] = self.slot[ex], self.count[ex]
-                state[r] = self.state[ex]
+            flat[d * b:d * b + len(rs)] = rs
+        real = np.flatnonzero(flat >= 0)
+        ex = flat[real]
+        ctrl = np.empty((eng.ndev * b, 3 + ns), np.int32)
+        ctrl[:, 3:] = self.scratch[k:k + ns]  # scratch rows
+        ctrl[:, 2] = 0
+        ctrl[:, 1] = 0
+        if kind == "layer":
+            src = self.where[ex] - k
+            ctrl[real, 2] = src
+            ctrl[real, 3 + src] = self.slot[ex]
+            for i in np.flatnonzero(src):  # rows moving into pool k
+                e, d = int(ex[i]), int(self.dev[ex[i]])
+                self.free[self.where[e]][d].append(int(self.slot[e]))
+                self.slot[e], self.where[e] = self.free[k][d].pop(), k
+        ctrl[:, 0] = ctrl[:, 3]
+        ctrl[real, 0] = self.slot[ex]
+        ctrl[real, 1] = self.count[ex]
+        state = np.zeros((eng.ndev * b, self.rule.state_size), np.float32)
+        state[real] = self.state[ex]
         ids = None
         if kind != "layer":
-            ids = jax.device_put(pack_ids(self.examples, flat, eng.ndev * b, eng.buckets[k],
-                                          eng.config.pad_token_id), eng._ids_sharding)
+            ids = np.zeros((3, eng.ndev * b, eng.buckets[k]), np.int32)
+            ids[0] = eng.config.pad_token_id
+            ids[:, real] = self.padded_ids(k)[:, self.pos[ex]]
         src_pools = tuple(eng._pool(k + j) for j in range(1, ns))
-        weights = eng._weights(kind, max(stage, 1), self.rule)
-        new_pool, packed = fn(eng._pool(k), src_pools, weights,
-                              jax.device_put(ctrl, eng._rows), jax.device_put(state, eng._rows),
-                              eng._layer_ids[max(stage, 1)], ids)
+        # one transfer call for the host arrays (passing numpy to the jitted step is slower)
+        ctrl, state, ids = jax.device_put((ctrl, state, ids), (eng._rows, eng._rows,
+                                                               eng._ids_sharding))
+        new_pool, packed = fn(eng._pool(k), src_pools, self.weights(kind, max(stage, 1)),
+                              ctrl, state, eng._layer_ids[max(stage, 1)], ids)
         eng._pools[k] = new_pool
-        n_rows = int((flat >= 0).sum())
         self.stats["dispatches"] += 1
-        self.stats["rows"] += n_rows
-        self.stats["padded_rows"] += flat.size - n_rows
+        self.stats["rows"] += real.size
+        self.stats["padded_rows"] += flat.size - real.size
         return packed if not self.examples else (kind, stage, k, flat, packed)
+
+    def weights(self, kind: str, layer: int) -> dict:
+        key = (kind, layer)
+        if key not in self._weights:
+            self._weights[key] = self.e._weights(kind, layer, self.rule)
+        return self._weights[key]
+
+    def padded_ids(self, k: int) -> np.ndarray:
+        """[3, n_k, T_k] ids, token types and mask of the run's examples in input bucket k
+        (padded once per run; `self.pos` is an example's column)."""
+        if k not in self._padded:
+            members = np.flatnonzero(self.home == k)
+            self.pos[members] = np.arange(members.size)
+            self._padded[k] = pack_ids(self.examples, members, members.size,
+                                       self.e.buckets[k], self.e.config.pad_token_id)
+        return self._padded[k]
 
     def finish(self, pending) -> None:
         """Reads a dispatch's packed output and routes its examples."""
@@ -180,34 +214,44 @@ class EngineRun:
         packed = np.asarray(packed)
         self.stats["host_wait_s"] += time.perf_counter() - t0
         lay, eng = self.layout, self.e
-        for r in np.flatnonzero(flat >= 0):
-            ex, row = int(flat[r]), packed[r]
-            d = int(self.dev[ex])
-            if kind == "embed":
-                self.count[ex] = int(row[lay.count])
-                self.queue(1, int(eng.bucket_index(self.count[ex])))[d].append(ex)
-                continue
-            layer = max(stage, 1)
-            self.tokens[ex, layer - 1] = self.count[ex]
-            self.state[ex] = row[lay.state]
-            if row[lay.stop] > 0.5:
-                self.exit[ex] = layer
-                self.outputs[ex] = self.answer(row)
-                self.free[k][d].append(int(self.slot[ex]))
-                self.done += 1
-                continue
-            if eng.spec.has_cp:
-                self.count[ex] = int(row[lay.count])
-            nk = int(eng.bucket_index(self.count[ex])) if eng.spec.has_cp else k
-            self.queue(layer + 1, nk)[d].append(ex)
+        real = np.flatnonzero(flat >= 0)
+        ex, rows = flat[real], packed[real]
+        devs = self.dev[ex]
+        if kind == "embed":
+            self.count[ex] = rows[:, lay.count].astype(np.int32)
+            self.route(1, ex, devs, eng.bucket_index(self.count[ex]))
+            return
+        layer = max(stage, 1)
+        self.tokens[ex, layer - 1] = self.count[ex]
+        self.state[ex] = rows[:, lay.state]
+        stop = rows[:, lay.stop] > 0.5
+        out = ex[stop]
+        self.exit[out] = layer
+        self.outputs[out] = self.answers(rows[stop])
+        for e, d in zip(out.tolist(), devs[stop].tolist()):
+            self.free[k][d].append(int(self.slot[e]))
+        self.done += out.size
+        go = ex[~stop]
+        if eng.spec.has_cp:
+            self.count[go] = rows[~stop, lay.count].astype(np.int32)
+            buckets = eng.bucket_index(self.count[go])
+        else:
+            buckets = np.full(go.size, k)
+        self.route(layer + 1, go, devs[~stop], buckets)
         if self.progress is not None:
             self.progress(self.done)
 
-    def answer(self, row) -> np.ndarray:
+    def route(self, stage: int, examples, devs, buckets) -> None:
+        """Appends each example to the queue of (stage, its bucket) on its device."""
+        for e, d, b in zip(examples.tolist(), devs.tolist(), np.asarray(buckets).tolist()):
+            self.queue(stage, b)[d].append(e)
+
+    def answers(self, rows) -> np.ndarray:
+        """The outputs of exiting rows [n, K]: the head's, or DACT's log a_n (a_n)."""
         lay, spec = self.layout, self.e.spec
         if self.rule.kind != "dact":
-            return row[:spec.num_outputs]
-        a = row[lay.state][:spec.num_outputs]
+            return rows[:, :spec.num_outputs]
+        a = rows[:, lay.state][:, :spec.num_outputs]
         return a if spec.is_regression else np.log(np.maximum(a, LOG_FLOOR))
 
     def loop(self) -> None:
@@ -215,7 +259,7 @@ class EngineRun:
         first_kind = "embed" if self.e.spec.has_cp else "first"
         pending = None
         while True:
-            choice = self.choose(allow_partial=pending is None)
+            choice = self.choose(None if pending is None else pending[1])
             if choice is None:
                 if pending is None:
                     break
@@ -229,7 +273,7 @@ class EngineRun:
                     self.finish(pending)
                     pending = None
                     continue
-                raise RuntimeError(f"batched engine stalled at stage {stage}, bucket {k}")
+                stage, k, rows = self.take_any()
             kind = "layer" if stage >= 1 else first_kind
             if kind == "first":
                 stage = 1

@@ -381,6 +381,9 @@ class FixedLayerPolicy:
     def device_gate(self):
         return (GATE_LAYER, float(min(self.layer, 2**24)), GATE_GE)
 
+    def __repr__(self):
+        return f"FixedLayerPolicy(layer={self.layer})"
+
 
 class NeverExit(FixedLayerPolicy):
     """The full model: never exits before the last layer."""
@@ -389,6 +392,9 @@ class NeverExit(FixedLayerPolicy):
 
     def __init__(self):
         super().__init__(10**9)
+
+    def __repr__(self):
+        return "NeverExit()"
 
 
 POLICIES = {
