@@ -10,6 +10,7 @@ from jaxit import flops
 from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.inference import ConfidencePolicy, EarlyExitRunner, FixedLayerPolicy
+from jaxit.inference.buckets import examples_from_batch
 from jaxit.inference.evaluate_exits import (
     accuracy,
     collect_layer_outputs,
@@ -22,7 +23,6 @@ from jaxit.inference.evaluate_exits import (
     spearman,
     threshold_sweep,
 )
-from jaxit.inference.runner import examples_from_batch
 from jaxit.methods.early_exit import make_early_exit
 
 L = 3

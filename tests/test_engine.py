@@ -44,7 +44,7 @@ POOLING = "mean"
 def minilm(minilm_dir, data_dir):
     cfg, enc_params = load_pretrained(minilm_dir)
     enc = make_encoder(cfg)
-    examples, labels = load_runner_examples(load_tokenizer(minilm_dir), "sst2", "dev",
+    examples, _labels = load_runner_examples(load_tokenizer(minilm_dir), "sst2", "dev",
                                             max_length=64, data_dir=data_dir)
     assert len(examples) == 872
     return cfg, enc, enc_params, examples
@@ -244,8 +244,8 @@ def test_exits_and_token_dropping_together(minilm, depth):
 
 def test_several_devices_give_the_same_answers(minilm, depth):
     assert jax.local_device_count() >= 4, "conftest sets 4 fake CPU devices"
-    cfg, enc, enc_params, examples = minilm
-    _, dparams, runner, sub, trace = depth
+    cfg, enc, enc_params, _examples = minilm
+    _, dparams, _runner, sub, trace = depth
     policy = ConfidencePolicy(safe_threshold(trace.probs.max(-1)))
     one = BatchedEngine(enc, dparams, 2, False, pooling=POOLING, buckets=BUCKETS,
                         batch_sizes=(4,), devices=jax.local_devices()[:1]).run(sub, policy)
@@ -261,7 +261,7 @@ def test_several_devices_give_the_same_answers(minilm, depth):
 
 
 def test_nothing_compiles_after_warmup_over_all_of_sst2_dev(minilm, depth):
-    cfg, enc, enc_params, examples = minilm
+    cfg, enc, _enc_params, examples = minilm
     _, dparams, _, _, trace = depth
     policy = ConfidencePolicy(safe_threshold(trace.probs.max(-1)))
     sizes = (2, 8, 32)

@@ -12,8 +12,9 @@ from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.encoders.transformer import MASK_MIN
 from jaxit.heads import exit_head
-from jaxit.inference.runner import examples_from_batch
-from jaxit.inference.token_drop import TokenDropRunner, compare_with_static, static_bucket_times
+from jaxit.inference.buckets import examples_from_batch
+from jaxit.inference.token_drop import TokenDropRunner
+from jaxit.inference.token_drop_timing import compare_with_static, static_bucket_times
 from jaxit.methods.adapler import EVAL_LAMBDA, adapler_forward
 
 L, D, C = 3, 32, 3

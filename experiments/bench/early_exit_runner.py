@@ -47,9 +47,9 @@ from jaxit.inference import (
     FixedLayerPolicy,
     NeverExit,
 )
+from jaxit.inference.buckets import load_runner_examples
 from jaxit.inference.evaluate_exits import collect_layer_outputs, measure_wallclock
 from jaxit.inference.policies import DACTPolicy
-from jaxit.inference.runner import load_runner_examples
 from jaxit.methods.early_exit import make_early_exit
 
 

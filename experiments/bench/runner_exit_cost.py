@@ -21,7 +21,7 @@ from jaxit.batch import Batch
 from jaxit.configs import config_from_run
 from jaxit.encoders.transformer import mask_bias_from
 from jaxit.inference import EarlyExitRunner, NeverExit
-from jaxit.inference.runner import make_layer_compute
+from jaxit.inference.exit_steps import make_layer_compute
 from jaxit.sweep import method_pooling
 from jaxit.train.evaluate import restore_params
 

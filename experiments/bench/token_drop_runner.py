@@ -37,13 +37,9 @@ import jax
 import numpy as np
 
 from jaxit.encoders import load_tokenizer, make_encoder
-from jaxit.inference.runner import load_runner_examples
-from jaxit.inference.token_drop import (
-    TokenDropRunner,
-    compare_with_static,
-    load_adapler_run,
-    static_bucket_times,
-)
+from jaxit.inference.buckets import load_runner_examples
+from jaxit.inference.token_drop import TokenDropRunner, load_adapler_run
+from jaxit.inference.token_drop_timing import compare_with_static, static_bucket_times
 
 
 def random_minilm(args):

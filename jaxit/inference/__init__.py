@@ -1,6 +1,9 @@
-"""Adaptive inference: exit policies, the batch-1 runners (early exit, token dropping), exit
-evaluation."""
+"""Adaptive inference: exit policies, the batch-1 runners (early exit, token dropping), the
+batched engine (every method at any batch size), exit evaluation."""
 
+from jaxit.inference.buckets import examples_from_dataset, load_runner_examples
+from jaxit.inference.engine import BatchedEngine
+from jaxit.inference.engine_results import EngineResults
 from jaxit.inference.evaluate_exits import (
     ExitTrace,
     collect_layer_outputs,
@@ -12,6 +15,7 @@ from jaxit.inference.evaluate_exits import (
     simulate_exits,
     threshold_sweep,
 )
+from jaxit.inference.exit_steps import make_fused_run, make_layer_step, unpack
 from jaxit.inference.policies import (
     ConfidencePolicy,
     DACTPolicy,
@@ -28,28 +32,22 @@ from jaxit.inference.policies import (
     layer_output,
     make_policy,
 )
-from jaxit.inference.runner import (
-    EarlyExitRunner,
-    ExampleResult,
-    RunResults,
-    examples_from_dataset,
-    load_runner_examples,
-    make_fused_run,
-    make_layer_step,
-    unpack,
-)
+from jaxit.inference.runner import EarlyExitRunner, ExampleResult, RunResults
+from jaxit.inference.throughput import measure_throughput
 from jaxit.inference.token_drop import (
     TokenDropResult,
     TokenDropResults,
     TokenDropRunner,
-    compare_with_static,
 )
+from jaxit.inference.token_drop_timing import compare_with_static
 
 __all__ = [
+    "BatchedEngine",
     "ConfidencePolicy",
     "DACTPolicy",
     "ELBERTPolicy",
     "EarlyExitRunner",
+    "EngineResults",
     "EntropyPolicy",
     "ExampleResult",
     "ExitPolicy",
@@ -76,6 +74,7 @@ __all__ = [
     "make_fused_run",
     "make_layer_step",
     "make_policy",
+    "measure_throughput",
     "measure_wallclock",
     "plot_tradeoff",
     "simulate_exits",

@@ -36,12 +36,12 @@ from jax.sharding import PartitionSpec as P
 
 from jaxit.encoders.transformer import Encoder
 from jaxit.heads import stacked_heads
+from jaxit.inference.buckets import DEFAULT_BUCKETS
 from jaxit.inference.device_rules import DeviceRule, device_rule
 from jaxit.inference.engine_results import EngineResults, example_flops
 from jaxit.inference.engine_run import EngineRun, pack_ids
 from jaxit.inference.engine_steps import ModelSpec, make_static_step, make_step
 from jaxit.inference.policies import NeverExit
-from jaxit.inference.runner import DEFAULT_BUCKETS
 from jaxit.methods.adapler import cp_layer
 
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32)

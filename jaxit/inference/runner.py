@@ -28,9 +28,9 @@ the runner is built). Token counts are padded up to a fixed set of length bucket
 the fused run, the layer step and the static full model.
 
 The policy is a separate object (`jaxit.inference.policies`): `reset()` before an example,
-`update(layer, LayerOutput) -> stop?` after each layer. A batched runner or token dropping
-(AdapLeR: a per-layer step that also returns token scores, and smaller buckets as tokens
-leave) reuse `make_layer_step`/`unpack` and the policies unchanged.
+`update(layer, LayerOutput) -> stop?` after each layer. The compiled pieces are in
+`exit_steps.py`, input bucketing and padding in `buckets.py`; the batched engine
+(`engine.py`) runs the same models and policies at any batch size.
 
 FLOPs count real tokens only (`jaxit.flops`); wall time is measured per example from host
 token ids to the prediction on the host.
@@ -48,8 +48,25 @@ import numpy as np
 
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
-from jaxit.encoders.transformer import MASK_MIN, Encoder, mask_bias_from
-from jaxit.heads import exit_head, halting_value, lte_certainty, pool_features, stacked_heads
+from jaxit.encoders.transformer import Encoder, mask_bias_from
+from jaxit.heads import exit_head, stacked_heads
+from jaxit.inference.buckets import (  # noqa: F401  (re-exported: the runners' old home)
+    DEFAULT_BUCKETS,
+    bucket_for,
+    examples_from_batch,
+    examples_from_dataset,
+    load_runner_examples,
+    pad_to_bucket,
+)
+from jaxit.inference.exit_steps import (  # noqa: F401  (re-exported)
+    _features,
+    dact_gate_step,
+    gate_stop,
+    make_fused_run,
+    make_layer_compute,
+    make_layer_step,
+    unpack,
+)
 from jaxit.inference.policies import (
     GATE_DACT,
     GATE_GE,
@@ -60,180 +77,6 @@ from jaxit.inference.policies import (
     NeverExit,
     device_gate,
 )
-
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
-
-
-def _features(hidden, mask_bias, pooling: str):
-    """The heads' input from hidden [B, T, D]: [CLS] or the mean of the unmasked tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    return pool_features(hidden, (mask_bias > MASK_MIN / 2).astype(hidden.dtype), pooling)
-
-
-def make_layer_compute(encoder: Encoder, is_regression: bool, pooling: str = "cls"):
-    """One layer and its exit (pure):
-
-        compute(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
-                layer [] int32) -> (hidden [B, T, D], packed [B, K], scores [B, 5])
-
-    `packed` holds, per example, the outputs [C] (logits or value), the softmax [C]
-    (classification), u (with LTE), the halting value h (when the head carries a DACT
-    "halting" unit) and a final 1.0 ("this layer ran"); `scores` the device gate's inputs
-    (max p, entropy, normalised entropy, u, layer), indexed by the gate kinds.
-    """
-
-    def compute(lp, head, lte, hidden, mask_bias, layer):
-        hidden = encoder.block(lp, hidden, mask_bias)
-        feats = _features(hidden, mask_bias, pooling)
-        out, pooled = exit_head(head, feats)
-        out = out.astype(jnp.float32)
-        parts = [out]
-        b = out.shape[0]
-        zero = jnp.zeros((b,), jnp.float32)
-        max_p = ent = nent = u = zero
-        if not is_regression:
-            probs = jax.nn.softmax(out, axis=-1)
-            parts.append(probs)
-            max_p = probs.max(-1)
-            ent = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.maximum(probs, 1e-30)),
-                                     0.0), axis=-1)
-            c = out.shape[-1]
-            nent = ent / np.float32(np.log(c)) if c > 1 else zero
-        if lte is not None:
-            u = lte_certainty(lte, pooled).astype(jnp.float32)
-            parts.append(u[:, None])
-        if "halting" in head:  # DACT: this layer's halting unit on the raw [CLS] state
-            parts.append(halting_value(head["halting"], feats)[:, None])
-        parts.append(jnp.ones((b, 1), jnp.float32))
-        layer_f = jnp.broadcast_to(layer.astype(jnp.float32), (b,))
-        scores = jnp.stack([max_p, ent, nent, u, layer_f], axis=-1)  # [B, 5], gate kinds
-        return hidden, jnp.concatenate(parts, axis=-1), scores
-
-    return compute
-
-
-def gate_stop(scores, gate):
-    """[B] bool: the threshold gate (kind, threshold, direction) on `scores` [B, 5]."""
-    value = jnp.take(scores, jnp.clip(gate[0].astype(jnp.int32), 0, scores.shape[-1] - 1),
-                     axis=-1)
-    return jnp.where(gate[2] > 0, value >= gate[1], value < gate[1])
-
-
-def dact_gate_step(y, h, a, p, layers_left: int, is_regression: bool, tolerance, value_range):
-    """DACT's accumulation and halting bound on the device (float32 twin of
-    `policies.DACTPolicy.update`): y [B, C] softmax (or [B, 1] value), h [B], a [B, C],
-    p [B] -> (a', p', stop [B] bool)."""
-    a = y * p[:, None] + a * (1.0 - p[:, None])
-    p = h * p
-    d = int(layers_left)
-    if d <= 0:
-        return a, p, jnp.ones(p.shape, bool)
-    if is_regression:
-        return a, p, p * d * value_range <= tolerance
-    if a.shape[-1] < 2:
-        return a, p, jnp.ones(p.shape, bool)
-    top2 = jax.lax.top_k(a, 2)[0]
-    return a, p, top2[:, 0] * (1.0 - p) ** d >= top2[:, 1] + p * d
-
-
-def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None,
-                    pooling: str = "cls"):
-    """The per-layer function (pure; jit it once, it serves every layer):
-
-        layer_step(layer_params, head_params, lte_params, hidden [B, T, D], mask_bias [B, T],
-                   active [] bool, layer [] int32, gate [3] float32)
-            -> (hidden [B, T, D], packed [B, K], next_active [] bool)
-
-    When `active`, runs block + exit head (+ LTE) and packs the outputs
-    (`make_layer_compute`); `next_active` is False when the device gate (kind, threshold,
-    direction; see `policies.device_gate`) says every example stops here. When not
-    `active` (a speculatively dispatched layer after a stop), returns `hidden` unchanged
-    and zeros, at almost no cost. `counter["layer"]` counts traces when given.
-    """
-    compute = make_layer_compute(encoder, is_regression, pooling)
-
-    def layer_step(lp, head, lte, hidden, mask_bias, active, layer, gate):
-        if counter is not None:
-            counter["layer"] = counter.get("layer", 0) + 1
-        shapes = jax.eval_shape(compute, lp, head, lte, hidden, mask_bias, layer)
-
-        def skip(_):
-            return (hidden, jnp.zeros(shapes[1].shape, jnp.float32),
-                    jnp.zeros(shapes[2].shape, jnp.float32))
-
-        hidden, packed, scores = jax.lax.cond(
-            active, lambda _: compute(lp, head, lte, hidden, mask_bias, layer), skip, None)
-        stop = gate_stop(scores, gate)
-        return hidden, packed, jnp.logical_and(active, jnp.logical_not(jnp.all(stop)))
-
-    return layer_step
-
-
-def make_fused_run(encoder: Encoder, num_outputs: int, is_regression: bool, has_lte: bool,
-                   has_halting: bool, counter: dict | None = None, pooling: str = "cls"):
-    """Every layer of one adaptive run in ONE executable, stopping on the device:
-
-        fused(embed_params, layers [L trees], heads [L trees], lte_params, inputs [3, B, T],
-              gate [3] float32) -> (hidden [B, T, D], mask_bias [B, T], packed [L, B, K],
-                                    exit_layer [] int32)
-
-    The layers are unrolled, each under a `lax.cond` that runs it only while no earlier
-    layer's gate said stop (threshold gates, or DACT's bound on a and p carried from layer
-    to layer); a skipped layer costs almost nothing and leaves zeros in `packed`.
-    `exit_layer` is the device's exit (1-based), `hidden` the state after it.
-    """
-    compute = make_layer_compute(encoder, is_regression, pooling)
-    c = int(num_outputs)
-    h_index = (c if is_regression else 2 * c) + int(has_lte)
-
-    def fused(embed_params, layers, heads, lte, inputs, gate):
-        if counter is not None:
-            counter["fused"] = counter.get("fused", 0) + 1
-        ids, tt, mask = inputs[0], inputs[1], inputs[2]
-        hidden = encoder.embed(embed_params, Batch(ids, tt, mask))
-        bias = mask_bias_from(mask, hidden.dtype)
-        b, num_layers = ids.shape[0], len(layers)
-        a, p = jnp.zeros((b, c), jnp.float32), jnp.ones((b,), jnp.float32)
-        active, exit_layer, rows = jnp.bool_(True), jnp.int32(num_layers), []
-        for i in range(num_layers):
-            layer = jnp.int32(i + 1)
-
-            def run(carry, i=i, layer=layer):
-                h, a, p = carry
-                h, packed, scores = compute(layers[i], heads[i], lte, h, bias, layer)
-                stop = gate_stop(scores, gate)
-                if has_halting:
-                    y = packed[:, :c] if is_regression else packed[:, c:2 * c]
-                    a, p, dact_stop = dact_gate_step(y, packed[:, h_index], a, p,
-                                                     num_layers - i - 1, is_regression,
-                                                     gate[1], gate[2])
-                    stop = jnp.where(gate[0] == GATE_DACT, dact_stop, stop)
-                return (h, a, p), packed, jnp.all(stop)
-
-            shape = jax.eval_shape(run, (hidden, a, p))[1].shape
-
-            def skip(carry, shape=shape):
-                return carry, jnp.zeros(shape, jnp.float32), jnp.bool_(False)
-
-            (hidden, a, p), packed, stop = jax.lax.cond(active, run, skip, (hidden, a, p))
-            rows.append(packed)
-            exit_layer = jnp.where(active & stop, layer, exit_layer)
-            active = active & ~stop
-        return hidden, bias, jnp.stack(rows), exit_layer
-
-    return fused
-
-
-def unpack(row: np.ndarray, num_outputs: int, is_regression: bool, has_lte: bool,
-           has_halting: bool = False) -> LayerOutput:
-    """One example's packed row -> `LayerOutput`."""
-    c = num_outputs
-    probs = None if is_regression else row[c:2 * c]
-    i = c if is_regression else 2 * c
-    lte = float(row[i]) if has_lte else None
-    halting = float(row[i + int(has_lte)]) if has_halting else None
-    return LayerOutput(row[:c], probs, lte, halting)
 
 
 @dataclasses.dataclass
@@ -277,61 +120,6 @@ class RunResults:
                    np.array([r.flops for r in results], np.int64),
                    np.array([r.seconds for r in results], np.float64),
                    np.array([r.num_tokens for r in results], np.int32), is_regression)
-
-
-def examples_from_batch(batch: Batch):
-    """Yields (input_ids, token_type_ids) of each row's real tokens (attention mask 1)."""
-    ids = np.asarray(batch.input_ids)
-    tt = np.asarray(batch.token_type_ids)
-    mask = np.asarray(batch.attention_mask).astype(bool)
-    for i in range(ids.shape[0]):
-        if mask[i].any():
-            yield ids[i][mask[i]], tt[i][mask[i]]
-
-
-def bucket_for(n: int, buckets: Sequence[int]) -> int:
-    """The smallest of the sorted `buckets` that holds `n` tokens."""
-    for b in buckets:
-        if n <= b:
-            return b
-    raise ValueError(f"{n} tokens exceed the largest length bucket {buckets[-1]}")
-
-
-def pad_to_bucket(input_ids, token_type_ids, buckets: Sequence[int], pad_id: int):
-    """One example's real tokens [n] -> (ids, token types, mask), int32 numpy arrays
-    [1, bucket], padded with `pad_id` up to the smallest bucket that holds them."""
-    input_ids = np.asarray(input_ids, np.int32).reshape(-1)
-    n = input_ids.shape[0]
-    if n == 0:
-        raise ValueError("empty input: at least [CLS] is needed")
-    t = bucket_for(n, buckets)
-    ids = np.full((1, t), pad_id, np.int32)
-    tt = np.zeros((1, t), np.int32)
-    mask = np.zeros((1, t), np.int32)
-    ids[0, :n] = input_ids
-    if token_type_ids is not None:
-        tt[0, :n] = np.asarray(token_type_ids, np.int32).reshape(-1)
-    mask[0, :n] = 1
-    return ids, tt, mask
-
-
-def load_runner_examples(tokenizer, task: str = "sst2", split: str = "dev",
-                         max_length: int = 128, limit: int = 0, data_dir=None):
-    """A task split from the local data (`jaxit.data.load_examples`), tokenized, as the
-    runners' (input_ids [n], token_type_ids [n]) pairs, and the labels [N]."""
-    from jaxit.data import load_examples, tokenize_examples
-
-    ds = tokenize_examples(tokenizer, task, load_examples(task, split, data_dir=data_dir),
-                           max_length=max_length)
-    return examples_from_dataset(ds, limit)
-
-
-def examples_from_dataset(ds, limit: int = 0):
-    """(examples, labels) of an `EncodedDataset` (`jaxit.data.tokenize_examples`) for the
-    batch-1 runners: a list of (input_ids [n], token_type_ids [n]) and labels [N]; the first
-    `limit` only when > 0."""
-    n = len(ds.input_ids) if limit <= 0 else min(int(limit), len(ds.input_ids))
-    return list(zip(ds.input_ids[:n], ds.token_type_ids[:n])), np.asarray(ds.labels[:n])
 
 
 class EarlyExitRunner:

@@ -228,8 +228,9 @@ def pruning_check(encoder: Encoder, params: dict, examples: Sequence, is_regress
     "identical_predictions", "num_changed", exit-layer means and parameter counts, and the
     full and pruned `RunResults` under "_full" / "_pruned" (not JSON).
     """
+    from jaxit.inference.buckets import DEFAULT_BUCKETS
     from jaxit.inference.policies import DACTPolicy
-    from jaxit.inference.runner import DEFAULT_BUCKETS, EarlyExitRunner
+    from jaxit.inference.runner import EarlyExitRunner
 
     check_dact_params(params)
     examples = list(examples)

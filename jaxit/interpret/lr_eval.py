@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxit.inference.runner import DEFAULT_BUCKETS
+from jaxit.inference.buckets import DEFAULT_BUCKETS
 
 
 def run_lr_eval(workdir, tasks=("eraser_movies", "hatexplain"), split: str = "test",

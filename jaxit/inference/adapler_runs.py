@@ -1,0 +1,53 @@
+"""Loading a trained run for the token-dropping runners, with random contribution predictors
+added to a run that has none (timing and chance baselines)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxit.encoders.transformer import make_encoder
+
+
+def load_adapler_run(workdir, which: str | int = "best", random_cps: float | None = None,
+                     seed: int = 0):
+    """(encoder, params, model_dir) of a trained run, read without its config; `which`:
+    "best", "latest" or a step number (e.g. the checkpoint that AdapLeR's model selection
+    picked). The encoder config and tokenizer come from the run's hparams.json "model"
+    (else the default MiniLM). An AdapLeR run is used as is. A run without CPs (e.g.
+    `finetune`) needs `random_cps`: CPs with normal(random_cps) kernels and η = 0.25 are
+    added (timing and chance baselines only)."""
+    import json
+    from pathlib import Path
+
+    from jaxit import resources
+    from jaxit.encoders import load_config
+    from jaxit.methods.adapler import init_cp
+    from jaxit.train.init_from import load_run_params
+
+    model_dir = resources.model_dir()
+    hp = Path(workdir) / "hparams.json"
+    if hp.is_file():
+        model = json.loads(hp.read_text()).get("model")
+        if model and Path(model).is_dir():
+            model_dir = Path(model)
+    cfg = load_config(model_dir)
+    if isinstance(which, int) or str(which).isdigit():
+        from jaxit.interpret.saliency import restore_step_params
+
+        params = jax.tree.map(np.asarray, restore_step_params(workdir, int(which)))
+    else:
+        params = jax.tree.map(np.asarray, load_run_params(workdir, which))
+    heads = params.get("heads", {})
+    if "final" not in heads:
+        raise ValueError(f"{workdir}: params['heads'] has no 'final' exit head")
+    if "cp" not in heads:
+        if random_cps is None:
+            raise ValueError(f"{workdir} is not an AdapLeR run (no contribution predictors); "
+                             "pass random_cps=SCALE for random ones")
+        cp = init_cp(jax.random.PRNGKey(seed), cfg.num_layers, cfg.hidden_size)
+        cp = jax.tree.map(lambda x: np.asarray(x) * np.float32(random_cps / 0.02), cp)
+        params["heads"] = {**heads, "cp": cp,
+                           "eta": np.full(cfg.num_layers, 0.25, np.float32),
+                           "theta": np.ones(cfg.num_layers, np.float32)}
+    return make_encoder(cfg), params, model_dir
