@@ -156,12 +156,15 @@ def batched_throughput(setup, params, chosen: dict, trace: ExitTrace, batch_size
     L = trace.num_layers
     policies = {n: policy_for(n, p["threshold"], L, trace.is_regression)
                 for n, p in chosen.items()}
+    examples = dev_examples(setup, len(setup.eval_data))
+    longest = max(ids.size for ids, _ in examples)
+    buckets = setup_buckets(setup)
+    fit = [b for b in buckets if b >= longest]  # no executables for lengths dev never has
+    buckets = [b for b in buckets if b < longest] + fit[:1] if fit else buckets
     engine = BatchedEngine(setup.method.encoder, params, setup.method.num_outputs,
                            setup.method.is_regression, pooling=method_pooling(setup),
-                           buckets=setup_buckets(setup),
-                           batch_sizes=sorted({1, 4, 8, 16, int(batch_size)}))
+                           buckets=buckets, batch_sizes=sorted({1, 4, 8, 16, int(batch_size)}))
     engine.warmup(*policies.values())
-    examples = dev_examples(setup, len(setup.eval_data))
     return measure_throughput(engine, examples, {n: (p, None) for n, p in policies.items()},
                               labels=trace.labels, metric=setup.task.primary_metric)
 

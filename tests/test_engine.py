@@ -119,7 +119,7 @@ def assert_same(ref, res, tokens=False):
 def test_depth_every_policy_equals_batch1_any_batch_and_order(depth):
     enc, params, runner, sub, trace = depth
     engine = BatchedEngine(enc, params, 2, False, pooling=POOLING, buckets=BUCKETS,
-                           batch_sizes=(4, 16), devices=jax.local_devices()[:1])
+                           batch_sizes=(16,), devices=jax.local_devices()[:1])
     other = BatchedEngine(enc, params, 2, False, pooling=POOLING, buckets=BUCKETS,
                           batch_sizes=(3,), devices=jax.local_devices()[:1])
     order = np.random.default_rng(0).permutation(len(sub))
@@ -181,37 +181,45 @@ def test_token_dropping_equals_batch1_runner(minilm):
     np.testing.assert_array_equal(shuffled.tokens_per_layer, ref.tokens_per_layer[order])
 
 
-def reference_exits_and_cps(enc, params, examples, policy, pooling):
-    """Exits + CPs one example at a time, without the engine: CP 0 picks layer 1's tokens;
-    after layer l the exit head reads the pooled kept tokens and `policy` decides; else CP l
-    picks layer l + 1's tokens. Returns (exit layers, outputs, tokens per layer)."""
+def reference_exits_and_cps(enc, params, examples, policy, pooling, t=64):
+    """Exits + CPs one example at a time, without the engine (padded to t tokens, the kept
+    tokens compacted on the host): CP 0 picks layer 1's tokens; after layer l the exit head
+    reads the pooled kept tokens and `policy` decides; else CP l picks layer l + 1's tokens.
+    Returns (exit layers, outputs, tokens per layer)."""
     heads = params["heads"]
     stacked = stacked_heads(heads)
     enc_p = params["encoder"]
     L = enc.config.num_layers
+    embed = jax.jit(lambda ids, m: enc.embed(enc_p, Batch(ids, jnp.zeros_like(ids), m, None)))
+    block = jax.jit(lambda lp, h, v: enc.block(lp, h, mask_bias_from(v)))
+    head = jax.jit(lambda hp, h, v: exit_head(hp, pool_features(h, v, pooling))[0])
+    keep = jax.jit(lambda cp, eta, h, v: hard_keep(contribution_scores(cp, h, v), v, eta))
+
+    def compact(h, k):
+        idx = np.flatnonzero(np.asarray(k[0]) > 0)
+        out = np.zeros(h.shape, np.float32)
+        out[0, :idx.size] = np.asarray(h)[0, idx]
+        return jnp.asarray(out), (jnp.arange(t) < idx.size)[None].astype(jnp.float32)
+
     exits, outs, tokens = [], [], np.zeros((len(examples), L), np.int32)
     for i, (tok, _) in enumerate(examples):
-        ids = jnp.asarray(tok)[None]
-        h = enc.embed(enc_p, Batch(ids, jnp.zeros_like(ids), jnp.ones_like(ids), None))
-        ones = jnp.ones(h.shape[:2], jnp.float32)
-        keep = hard_keep(contribution_scores(cp_layer(heads["cp"], 0), h, ones), ones,
-                         heads["eta"][0])
-        h = h[:, np.flatnonzero(np.asarray(keep[0]) > 0)]
+        ids = np.zeros((1, t), np.int32)
+        ids[0, :tok.size] = tok
+        valid = (jnp.arange(t) < tok.size)[None].astype(jnp.float32)
+        h = embed(jnp.asarray(ids), valid.astype(jnp.int32))
+        h, valid = compact(h, keep(cp_layer(heads["cp"], 0), heads["eta"][0], h, valid))
         policy.reset()
         for layer in range(1, L + 1):
-            tokens[i, layer - 1] = h.shape[1]
-            ones = jnp.ones(h.shape[:2], jnp.float32)
-            h = enc.block(enc.layer_params(enc_p, layer - 1), h, mask_bias_from(ones))
-            head = jax.tree.map(lambda x, j=layer - 1: x[j], stacked)
-            out, _ = exit_head(head, pool_features(h, ones, pooling))
-            out = np.asarray(out[0], np.float32)
+            tokens[i, layer - 1] = int(valid.sum())
+            h = block(enc.layer_params(enc_p, layer - 1), h, valid)
+            out = np.asarray(head(jax.tree.map(lambda x, j=layer - 1: x[j], stacked), h,
+                                  valid)[0], np.float32)
             if policy.update(layer, layer_output(out)) or layer == L:
                 exits.append(layer)
                 outs.append(out)
                 break
-            keep = hard_keep(contribution_scores(cp_layer(heads["cp"], layer), h, ones), ones,
-                             heads["eta"][layer])
-            h = h[:, np.flatnonzero(np.asarray(keep[0]) > 0)]
+            h, valid = compact(h, keep(cp_layer(heads["cp"], layer), heads["eta"][layer], h,
+                                       valid))
     return np.array(exits), np.stack(outs), tokens
 
 
@@ -264,12 +272,13 @@ def test_nothing_compiles_after_warmup_over_all_of_sst2_dev(minilm, depth):
     cfg, enc, _enc_params, examples = minilm
     _, dparams, _, _, trace = depth
     policy = ConfidencePolicy(safe_threshold(trace.probs.max(-1)))
-    sizes = (2, 8, 32)
+    sizes = (4, 32)
     engine = BatchedEngine(enc, dparams, 2, False, pooling=POOLING, buckets=BUCKETS,
                            batch_sizes=sizes, devices=jax.local_devices()[:1])
-    engine.warmup(policy, PatiencePolicy(2))
+    engine.warmup(policy, PatiencePolicy(2), ConfidencePolicy(0.5))
     warm = dict(engine.trace_counts)
     # per rule kind: (first, layer) x buckets x batch sizes; the static model: buckets x sizes
+    # (ELBERT's three criteria share one executable: the criterion is a parameter)
     assert len(warm) == (2 * 2 + 1) * len(BUCKETS) * len(sizes), warm
     assert all(v == 1 for v in warm.values()), warm
     res = engine.run(examples, policy)

@@ -8,8 +8,8 @@ the engine keeps beside each example and passes in and out with every dispatch:
 - "threshold": the stateless rules (confidence, entropy, normalised entropy, LTE, a fixed
   layer, never), as the batch-1 runner's device gate (kind, threshold, direction); no state.
 - "patience" (PABEE): state (counter, previous prediction or value).
-- "elbert": stage 1 puzzlement, else the confidence window; state = the softmax of every
-  layer so far ([L, C], row-major).
+- "elbert": stage 1 puzzlement, else the confidence window (its criterion a parameter:
+  one executable serves all three); state = the softmax of every layer so far ([L, C]).
 - "dact": DACT's accumulator and halting product; state (a [C], p).
 
 `rule_step` is the float32 twin of the host policies' `update`: the same comparisons in
@@ -38,17 +38,16 @@ NUM_SCORES = 5  # max p, entropy, normalised entropy, LTE u, layer (the gate kin
 
 @dataclasses.dataclass(frozen=True)
 class DeviceRule:
-    """kind: one of RULE_KINDS (static); params: float32 [K] (traced); state_size: floats
-    of per-example state; criterion: ELBERT's window criterion (static, 1-3)."""
+    """kind: one of RULE_KINDS (static); params: float32 [K] (traced: thresholds, ELBERT's
+    window and criterion); state_size: floats of per-example state."""
 
     kind: str
     params: tuple
     state_size: int
-    criterion: int = 0
 
     @property
     def static_key(self) -> tuple:
-        return (self.kind, self.state_size, self.criterion)
+        return (self.kind, self.state_size)
 
     def param_array(self) -> np.ndarray:
         return np.asarray(self.params, np.float32)
@@ -73,8 +72,8 @@ def device_rule(policy, num_layers: int, num_outputs: int, is_regression: bool) 
         s = policy.settings
         if s["criterion"] not in (1, 2, 3):
             raise ValueError(f"ELBERT window criterion must be 1, 2 or 3, got {s['criterion']}")
-        return DeviceRule("elbert", (s["delta"], s["window"], s["margin"], s["max_range"]),
-                          num_layers * num_outputs, int(s["criterion"]))
+        return DeviceRule("elbert", (s["delta"], s["window"], s["margin"], s["max_range"],
+                                     s["criterion"]), num_layers * num_outputs)
     gate = device_gate(policy)
     if gate is None:
         raise ValueError(f"{policy!r} has no device rule for the batched engine")
@@ -110,8 +109,9 @@ def _lead(p, c):
     return jnp.where(p.shape[-1] > 1, pc - others.max(-1), 1.0)
 
 
-def _elbert(params, probs, scores, hist, layer, criterion: int):
-    """ELBERT's rule with the window over hist [B, L, C] (this layer's probs included)."""
+def _elbert(params, probs, scores, hist, layer):
+    """ELBERT's rule with the window over hist [B, L, C] (this layer's probs included);
+    params (delta, window, margin, max_range, criterion)."""
     delta, window, margin, max_range = params[0], params[1], params[2], params[3]
     num_layers = hist.shape[1]
     stage1 = scores[:, 2] < delta
@@ -123,17 +123,15 @@ def _elbert(params, probs, scores, hist, layer, criterion: int):
     first = first_f.astype(jnp.int32)
     pc = jnp.take_along_axis(hist, c[:, None, None], axis=-1)[..., 0]  # [B, L]
     enough = (window >= 1) & (lf >= window)
-    if criterion == 1:
-        prev = jnp.concatenate([pc[:, :1], pc[:, :-1]], axis=1)
-        rising = jnp.all(jnp.where(in_win & (pos > first_f), pc >= prev, True), axis=1)
-        ok = (_lead(hist[:, first], c) > 2 * margin) & rising
-    else:
-        leads = jax.vmap(lambda p: _lead(p, c), in_axes=1, out_axes=1)(hist)  # [B, L]
-        ok = jnp.all(jnp.where(in_win, leads > 2 * margin, True), axis=1)
-        if criterion == 2:
-            hi = jnp.where(in_win, pc, -jnp.inf).max(1)
-            lo = jnp.where(in_win, pc, jnp.inf).min(1)
-            ok = ok & (hi - lo <= max_range)
+    prev = jnp.concatenate([pc[:, :1], pc[:, :-1]], axis=1)
+    rising = jnp.all(jnp.where(in_win & (pos > first_f), pc >= prev, True), axis=1)
+    ok1 = (_lead(hist[:, first], c) > 2 * margin) & rising
+    leads = jax.vmap(lambda p: _lead(p, c), in_axes=1, out_axes=1)(hist)  # [B, L]
+    ok3 = jnp.all(jnp.where(in_win, leads > 2 * margin, True), axis=1)
+    hi = jnp.where(in_win, pc, -jnp.inf).max(1)
+    lo = jnp.where(in_win, pc, jnp.inf).min(1)
+    ok2 = ok3 & (hi - lo <= max_range)
+    ok = jnp.where(params[4] == 1, ok1, jnp.where(params[4] == 2, ok2, ok3))
     return stage1 | (enough & ok)
 
 
@@ -180,7 +178,7 @@ def rule_step(rule: DeviceRule, params, out, probs, u, h, state, layer, num_laye
         hist = state.reshape(b, num_layers, c)
         hist = jnp.where((jnp.arange(num_layers) == layer - 1)[None, :, None], probs[:, None],
                          hist)
-        stop = _elbert(params, probs, scores, hist, layer, rule.criterion)
+        stop = _elbert(params, probs, scores, hist, layer)
         return stop | last, hist.reshape(b, -1)
     if rule.kind == "dact":
         y = out if is_regression else probs
