@@ -67,7 +67,6 @@ def load(args):
         if args.mode == "tokens":
             _, params, _ = load_adapler_run(args.workdir, args.checkpoint,
                                             random_cps=args.random_cps)
-            pooling = "cls"
         else:
             cp = init_cp(jax.random.PRNGKey(0), cfg.num_layers, cfg.hidden_size)
             cp = jax.tree.map(lambda x: np.asarray(x) * np.float32(args.random_cps / 0.02), cp)

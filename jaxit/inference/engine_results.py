@@ -29,8 +29,26 @@ def example_flops(cfg: EncoderConfig, n: int, tokens_per_layer: Sequence[int], n
     return int(total)
 
 
+class TokenAccount:
+    """Read-outs shared by results that hold outputs [N, C], flops [N], full_flops [N],
+    tokens_per_layer [N, L], num_tokens [N] and is_regression."""
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.outputs[:, 0] if self.is_regression else self.outputs.argmax(-1)
+
+    @property
+    def flops_speedup(self) -> float:
+        return flops_lib.speedup(self.full_flops.tolist(), self.flops.tolist())
+
+    @property
+    def kept_fraction(self) -> np.ndarray:
+        """[L]: tokens each layer ran on / input tokens, summed over examples."""
+        return self.tokens_per_layer.sum(0) / max(int(self.num_tokens.sum()), 1)
+
+
 @dataclasses.dataclass
-class EngineResults:
+class EngineResults(TokenAccount):
     """Per example (input order): outputs [N, C] (logits, the value, or DACT's log a_n),
     exit_layers [N] (1-based), tokens_per_layer [N, L] (tokens layer l ran on; 0 after the
     exit), flops [N] and full_flops [N] (the static model on the same input), num_tokens [N];
@@ -47,21 +65,8 @@ class EngineResults:
     stats: dict
 
     @property
-    def predictions(self) -> np.ndarray:
-        return self.outputs[:, 0] if self.is_regression else self.outputs.argmax(-1)
-
-    @property
     def avg_exit_layer(self) -> float:
         return float(self.exit_layers.mean()) if len(self.exit_layers) else 0.0
-
-    @property
-    def flops_speedup(self) -> float:
-        return flops_lib.speedup(self.full_flops.tolist(), self.flops.tolist())
-
-    @property
-    def kept_fraction(self) -> np.ndarray:
-        """[L]: tokens each layer ran on / input tokens, summed over examples."""
-        return self.tokens_per_layer.sum(0) / max(int(self.num_tokens.sum()), 1)
 
     @property
     def examples_per_second(self) -> float:

@@ -64,6 +64,7 @@ from jaxit.inference.buckets import (
     examples_from_batch,
     pad_to_bucket,
 )
+from jaxit.inference.engine_results import TokenAccount
 from jaxit.methods.adapler import contribution_scores, cp_layer, hard_keep
 
 # ----------------------------------------------------------------------------- results
@@ -97,7 +98,7 @@ class TokenDropResult:
 
 
 @dataclasses.dataclass
-class TokenDropResults:
+class TokenDropResults(TokenAccount):
     outputs: np.ndarray  # [N, C]
     tokens_per_layer: np.ndarray  # [N, L]
     flops: np.ndarray  # [N] int64
@@ -106,19 +107,6 @@ class TokenDropResults:
     num_tokens: np.ndarray  # [N]
     is_regression: bool
     examples: list[TokenDropResult]
-
-    @property
-    def predictions(self) -> np.ndarray:
-        return self.outputs[:, 0] if self.is_regression else self.outputs.argmax(-1)
-
-    @property
-    def flops_speedup(self) -> float:
-        return flops_lib.speedup(self.full_flops.tolist(), self.flops.tolist())
-
-    @property
-    def kept_fraction(self) -> np.ndarray:
-        """[L]: tokens each layer ran on / input tokens, summed over examples."""
-        return self.tokens_per_layer.sum(0) / max(int(self.num_tokens.sum()), 1)
 
 
 # ----------------------------------------------------------------------------- runner
