@@ -6,15 +6,17 @@
 # stage 2). Stage 2 (stage1_fraction 0) trains everything with the DACT loss, once per tau,
 # then `jaxit sweep` evaluates DACT's halting rule (and confidence/entropy on the same exits)
 # with batch-1 wall clock vs the static model.
-# Usage: [TAUS="5e-3 5e-2 5e-1"] [SST2_N=8000] [SUFFIX=] bash experiments/real_data/dact.sh [RUNS_DIR] [TASK]
+# Usage: [TAUS="5e-3 5e-2 5e-1"] [SST2_N=8000] [SUFFIX=] [INIT=sst2_alternating] \
+#          bash experiments/real_data/dact.sh [RUNS_DIR] [TASK]
 #   (TASK: sst2|mrpc|all; SST2_N: the SST-2 training subset, one epoch; SUFFIX: appended to
-#   the run names, e.g. _16k)
+#   the run names, e.g. _16k; INIT: the SST-2 stage-1 run under RUNS_DIR, e.g. sst2_joint)
 set -u
 RUNS=${1:-runs/real}
 TASK=${2:-all}
 TAUS=${TAUS:-5e-3 5e-2 5e-1}
 SST2_N=${SST2_N:-8000}
 SUFFIX=${SUFFIX:-}
+INIT=${INIT:-sst2_alternating}
 SHARED=${JAXIT_SHARED:-../shared}
 CFG=experiments/configs/finetune.py
 COMMON=(--config.model="$SHARED/models/all-MiniLM-L6-v2" --config.progress=False
@@ -34,7 +36,7 @@ run() {  # run NAME ARGS...: train then sweep
 for tau in $TAUS; do
   case $TASK in sst2|all)
     run dact_sst2_tau$tau$SUFFIX --config.task=sst2 --config.method.tau=$tau \
-      --config.init_from="$RUNS/sst2_alternating" --config.data.max_train_examples="$SST2_N" \
+      --config.init_from="$RUNS/$INIT" --config.data.max_train_examples="$SST2_N" \
       --config.train.num_epochs=1 ;;
   esac
 done
