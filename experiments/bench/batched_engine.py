@@ -39,9 +39,9 @@ import numpy as np
 from jaxit.configs import config_from_run
 from jaxit.encoders import load_tokenizer
 from jaxit.inference import DACTPolicy, NeverExit, load_runner_examples, make_policy
+from jaxit.inference.adapler_runs import with_random_cps
 from jaxit.inference.engine import BatchedEngine
-from jaxit.inference.token_drop import load_adapler_run
-from jaxit.methods.adapler import init_cp
+from jaxit.inference.throughput import measure_throughput
 from jaxit.train.evaluate import restore_params
 
 
@@ -64,15 +64,7 @@ def load(args):
     encoder = setup.method.encoder
     cfg = encoder.config
     if args.mode != "exits" and "cp" not in params["heads"]:
-        if args.mode == "tokens":
-            _, params, _ = load_adapler_run(args.workdir, args.checkpoint,
-                                            random_cps=args.random_cps)
-        else:
-            cp = init_cp(jax.random.PRNGKey(0), cfg.num_layers, cfg.hidden_size)
-            cp = jax.tree.map(lambda x: np.asarray(x) * np.float32(args.random_cps / 0.02), cp)
-            params["heads"] = {**params["heads"], "cp": cp,
-                               "eta": np.ones(cfg.num_layers, np.float32),
-                               "theta": np.ones(cfg.num_layers, np.float32)}
+        params["heads"] = with_random_cps(params["heads"], cfg, args.random_cps, eta=1.0)
     if args.mode == "tokens":  # width only: no exits
         params["heads"] = {k: v for k, v in params["heads"].items()
                            if k in ("final", "cp", "eta", "theta")}
@@ -145,41 +137,20 @@ def main(argv=None):
         t0 = time.perf_counter()
         engine.warmup(*policies)
         warm_s = time.perf_counter() - t0
-        warm = dict(engine.trace_counts)
-        static_t, engine_t, results = np.inf, {}, {}
-        for _ in range(args.repeats):
-            static = engine.run_static(examples)
-            static_t = min(static_t, static.seconds)
-            for i, (policy, eta) in enumerate(settings):
-                if eta is not None:
-                    engine.set_eta(eta)
-                res = engine.run(examples, policy)
-                if res.seconds < engine_t.get(i, np.inf):
-                    engine_t[i], results[i] = res.seconds, res
-        compiles_after = sum(engine.trace_counts.values()) - sum(warm.values())
-        score = lambda r: float((r.predictions == labels).mean())
-        row0 = {"batch": B, "config": "static", "seconds": static_t,
-                "examples_per_s": len(examples) / static_t, "accuracy": score(static),
-                "executables": len(warm), "warmup_s": warm_s, "compiles_after_warmup":
-                compiles_after}
+        executables = len(engine.trace_counts)
+        names = {repr(p) + ("" if e is None else f", eta={e}"): (p, e) for p, e in settings}
+        m = measure_throughput(engine, examples, names, repeats=args.repeats, labels=labels,
+                               metric="accuracy")
+        static = m.pop("static")
+        row0 = {"batch": B, "config": "static", **static, "executables": executables,
+                "warmup_s": warm_s}
         if args.torch:
             tt = torch_reference(model_dir, examples, buckets, B, args.repeats)
-            row0["torch_seconds"], row0["static_vs_torch"] = tt, tt / static_t
+            row0["torch_seconds"], row0["static_vs_torch"] = tt, tt / static["seconds"]
         report["rows"].append(row0)
-        for i, (policy, eta) in enumerate(settings):
-            r = results[i]
-            wall = static_t / engine_t[i]
-            st = r.stats
-            report["rows"].append({
-                "batch": B, "config": repr(policy) + ("" if eta is None else f", eta={eta}"),
-                "seconds": engine_t[i], "examples_per_s": len(examples) / engine_t[i],
-                "accuracy": score(r), "avg_exit_layer": r.avg_exit_layer,
-                "kept_fraction": r.kept_fraction.round(3).tolist(),
-                "wall_speedup": wall, "flops_speedup": r.flops_speedup,
-                "wall_over_flops": wall / r.flops_speedup,
-                "dispatches": st["dispatches"], "padded_rows": st["padded_rows"],
-                "rows": st["rows"], "host_us_per_dispatch": 1e6 * st["host_busy_s"]
-                / max(st["dispatches"], 1), "host_wait_s": st["host_wait_s"]})
+        for name, r in m.items():
+            report["rows"].append({"batch": B, "config": name, **r, "host_us_per_dispatch":
+                                   1e6 * r["host_busy_s"] / max(r["dispatches"], 1)})
     report["load_average"] = [load_before, os.getloadavg()]
     print(json.dumps(report, indent=1, default=float))
     print(f"\nload average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")

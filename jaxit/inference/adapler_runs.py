@@ -22,7 +22,6 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
 
     from jaxit import resources
     from jaxit.encoders import load_config
-    from jaxit.methods.adapler import init_cp
     from jaxit.train.init_from import load_run_params
 
     model_dir = resources.model_dir()
@@ -45,9 +44,16 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
         if random_cps is None:
             raise ValueError(f"{workdir} is not an AdapLeR run (no contribution predictors); "
                              "pass random_cps=SCALE for random ones")
-        cp = init_cp(jax.random.PRNGKey(seed), cfg.num_layers, cfg.hidden_size)
-        cp = jax.tree.map(lambda x: np.asarray(x) * np.float32(random_cps / 0.02), cp)
-        params["heads"] = {**heads, "cp": cp,
-                           "eta": np.full(cfg.num_layers, 0.25, np.float32),
-                           "theta": np.ones(cfg.num_layers, np.float32)}
+        params["heads"] = with_random_cps(heads, cfg, random_cps, seed)
     return make_encoder(cfg), params, model_dir
+
+
+def with_random_cps(heads: dict, cfg, scale: float, seed: int = 0, eta: float = 0.25) -> dict:
+    """`heads` plus random contribution predictors (normal(scale) kernels), η and θ = 1: a
+    timing or chance baseline for token dropping on a run trained without CPs."""
+    from jaxit.methods.adapler import init_cp
+
+    cp = init_cp(jax.random.PRNGKey(seed), cfg.num_layers, cfg.hidden_size)
+    cp = jax.tree.map(lambda x: np.asarray(x) * np.float32(scale / 0.02), cp)
+    return {**heads, "cp": cp, "eta": np.full(cfg.num_layers, eta, np.float32),
+            "theta": np.ones(cfg.num_layers, np.float32)}

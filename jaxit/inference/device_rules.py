@@ -135,23 +135,31 @@ def _elbert(params, probs, scores, hist, layer):
     return stage1 | (enough & ok)
 
 
-def _dact(params, y, h, state, layer, num_layers: int, is_regression: bool):
-    """DACT's update and halting bound (float32 twin of `DACTPolicy.update`)."""
-    c = y.shape[-1]
-    a, p = state[:, :c], state[:, c]
-    p = jnp.where(layer <= 1, 1.0, p)
-    a = jnp.where(layer <= 1, 0.0, a)
+def dact_step(y, h, a, p, d, is_regression: bool, tolerance, value_range):
+    """DACT's accumulation and halting bound (float32 twin of `DACTPolicy.update`): y [B, C]
+    softmax (or [B, 1] value), h [B], a [B, C], p [B], d = layers left (a Python int, or a
+    traced float32 scalar) -> (a', p', stop [B] bool)."""
     a = y * p[:, None] + a * (1.0 - p[:, None])
     p = h * p
-    d = (num_layers - layer).astype(jnp.float32)
     if is_regression:
-        stop = p * d * params[1] <= params[0]
-    elif c < 2:
+        stop = p * d * value_range <= tolerance
+    elif a.shape[-1] < 2:
         stop = jnp.ones(p.shape, bool)
     else:
         top2 = jax.lax.top_k(a, 2)[0]
         stop = top2[:, 0] * (1.0 - p) ** d >= top2[:, 1] + p * d
-    return stop | (d <= 0), jnp.concatenate([a, p[:, None]], axis=1)
+    return a, p, stop | (d <= 0)
+
+
+def _dact(params, y, h, state, layer, num_layers: int, is_regression: bool):
+    """`dact_step` on the state row (a [C], p); layer 1 starts from a = 0, p = 1."""
+    c = y.shape[-1]
+    first = layer <= 1
+    a = jnp.where(first, 0.0, state[:, :c])
+    p = jnp.where(first, 1.0, state[:, c])
+    d = (num_layers - layer).astype(jnp.float32)
+    a, p, stop = dact_step(y, h, a, p, d, is_regression, params[0], params[1])
+    return stop, jnp.concatenate([a, p[:, None]], axis=1)
 
 
 def rule_step(rule: DeviceRule, params, out, probs, u, h, state, layer, num_layers: int,

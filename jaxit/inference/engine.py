@@ -34,11 +34,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxit import flops as flops_lib
 from jaxit.encoders.transformer import Encoder
 from jaxit.heads import stacked_heads
 from jaxit.inference.buckets import DEFAULT_BUCKETS
 from jaxit.inference.device_rules import DeviceRule, device_rule
-from jaxit.inference.engine_results import EngineResults, example_flops
+from jaxit.inference.engine_results import EngineResults
 from jaxit.inference.engine_run import EngineRun, pack_ids
 from jaxit.inference.engine_steps import ModelSpec, make_static_step, make_step
 from jaxit.inference.policies import NeverExit
@@ -83,8 +84,7 @@ class BatchedEngine:
         self.ndev = len(devices)
         self._rows = NamedSharding(self.mesh, P("data"))
         self._ids_sharding = NamedSharding(self.mesh, P(None, "data"))
-        rep = NamedSharding(self.mesh, P())
-        put = lambda t: jax.device_put(t, rep)
+        put = self.put
         enc = params["encoder"]
         self._embed = put({k: v for k, v in enc.items() if k not in ("layers", "pooler")})
         self._layers = [put(encoder.layer_params(enc, i)) for i in range(L)]
@@ -108,10 +108,15 @@ class BatchedEngine:
         self._pools: dict[int, jax.Array] = {}
         self._compiled: dict = {}
         self.trace_counts: dict = {}
+        rep = NamedSharding(self.mesh, P())
         self._static = jax.jit(make_static_step(encoder, self.spec, self.trace_counts),
                                in_shardings=(rep, rep, rep, self._ids_sharding))
 
     # ------------------------------------------------------------------ settings
+
+    def put(self, tree):
+        """`tree` replicated on every device of the mesh."""
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
     def set_eta(self, eta) -> None:
         """η (a scalar or [L], >= 0; token dropping) without recompiling."""
@@ -121,8 +126,7 @@ class BatchedEngine:
         if not np.all(np.isfinite(eta)) or np.any(eta < 0):
             raise ValueError(f"eta must be finite and >= 0, got {eta}")
         self.eta = eta
-        rep = NamedSharding(self.mesh, P())
-        self._etas = [jax.device_put(np.float32(e), rep) for e in eta]
+        self._etas = [self.put(np.float32(e)) for e in eta]
 
     def slots(self, k: int) -> int:
         """Slots per device of bucket k's pool (the last one is a scratch row)."""
@@ -155,8 +159,9 @@ class BatchedEngine:
                 rows, rows, rep, rows, rows, rep, self._ids_sharding))
         return self._compiled[key], ns
 
-    def _weights(self, kind: str, layer: int, rule: DeviceRule) -> dict:
-        rp = jax.device_put(rule.param_array(), NamedSharding(self.mesh, P()))
+    def _weights(self, kind: str, layer: int, rule_params) -> dict:
+        """The params one dispatch of `kind` at `layer` reads (rule_params: on the mesh)."""
+        rp = rule_params
         if kind == "embed":
             return {"embed": self._embed, "cp": self._cps[0], "eta": self._etas[0]}
         w = {"layer": self._layers[layer - 1], "head": self._heads[layer - 1],
@@ -206,8 +211,8 @@ class BatchedEngine:
                 for b in self.batch_sizes:
                     for kind in (first, "layer"):
                         run = EngineRun(self, rule, [], None)
-                        packed = run.dispatch(kind, 1, k, [[] for _ in range(self.ndev)], b)
-                        np.asarray(packed)
+                        pending = run.dispatch(kind, 1, k, [[] for _ in range(self.ndev)], b)
+                        np.asarray(pending[-1])
         if static:
             for t in self.buckets:
                 for b in self.batch_sizes:
@@ -256,7 +261,7 @@ class BatchedEngine:
                 out[rows] = np.asarray(res)[:rows.size]
         seconds = time.perf_counter() - start
         L = self.num_layers
-        flops = np.array([example_flops(self.config, int(m), [int(m)] * L, self.spec.num_outputs,
-                                        1, False, None) for m in n], np.int64)
+        flops = np.array([flops_lib.full_model_flops(self.config, int(m), self.spec.num_outputs)
+                          for m in n], np.int64)
         return EngineResults(out, np.full(len(n), L, np.int32), np.tile(n[:, None], (1, L)),
                              flops, flops.copy(), n, self.spec.is_regression, seconds, {})

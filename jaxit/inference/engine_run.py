@@ -14,6 +14,7 @@ from collections import deque
 import jax
 import numpy as np
 
+from jaxit import flops as flops_lib
 from jaxit.inference.engine_results import EngineResults, example_flops
 from jaxit.inference.engine_steps import PackedLayout
 
@@ -25,8 +26,6 @@ def pack_ids(examples, rows, size: int, t: int, pad_id: int) -> np.ndarray:
     ids = np.zeros((3, size, t), np.int32)
     ids[0] = pad_id
     for r, e in enumerate(rows):
-        if e < 0:
-            continue
         tok, tt = examples[e]
         ids[0, r, :tok.size] = tok
         if tt is not None:
@@ -66,6 +65,7 @@ class EngineRun:
         self.pos = np.zeros(N, np.int64)
         self._padded: dict = {}
         self._weights: dict = {}
+        self._rule_params = None
 
     # ------------------------------------------------------------------ scheduling
 
@@ -189,12 +189,14 @@ class EngineRun:
         self.stats["dispatches"] += 1
         self.stats["rows"] += real.size
         self.stats["padded_rows"] += flat.size - real.size
-        return packed if not self.examples else (kind, stage, k, flat, packed)
+        return kind, stage, k, flat, packed
 
     def weights(self, kind: str, layer: int) -> dict:
         key = (kind, layer)
         if key not in self._weights:
-            self._weights[key] = self.e._weights(kind, layer, self.rule)
+            if self._rule_params is None:
+                self._rule_params = self.e.put(self.rule.param_array())
+            self._weights[key] = self.e._weights(kind, layer, self._rule_params)
         return self._weights[key]
 
     def padded_ids(self, k: int) -> np.ndarray:
@@ -286,14 +288,14 @@ class EngineRun:
 
     def results(self, seconds: float) -> EngineResults:
         eng, spec = self.e, self.e.spec
-        cfg, c, L = eng.config, spec.num_outputs, eng.num_layers
+        cfg, c = eng.config, spec.num_outputs
         extra = spec.has_lte or spec.has_halting
         fl, full = [], []
         for i in range(len(self.examples)):
             e, n = int(self.exit[i]), int(self.n[i])
             heads = e if spec.has_exits else 1
             fl.append(example_flops(cfg, n, self.tokens[i, :e], c, heads, extra, eng.cp_hidden))
-            full.append(example_flops(cfg, n, [n] * L, c, 1, False, None))
+            full.append(flops_lib.full_model_flops(cfg, n, c))
         self.stats["host_busy_s"] = seconds - self.stats["host_wait_s"]
         return EngineResults(self.outputs, self.exit, self.tokens, np.array(fl, np.int64),
                              np.array(full, np.int64), self.n, spec.is_regression, seconds,

@@ -13,7 +13,7 @@ import numpy as np
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import MASK_MIN, Encoder, mask_bias_from
 from jaxit.heads import exit_head, halting_value, lte_certainty, pool_features
-from jaxit.inference.device_rules import layer_scores, threshold_stop
+from jaxit.inference.device_rules import dact_step, layer_scores, threshold_stop
 from jaxit.inference.policies import GATE_DACT, LayerOutput
 
 
@@ -66,20 +66,8 @@ def gate_stop(scores, gate):
 
 
 def dact_gate_step(y, h, a, p, layers_left: int, is_regression: bool, tolerance, value_range):
-    """DACT's accumulation and halting bound on the device (float32 twin of
-    `policies.DACTPolicy.update`): y [B, C] softmax (or [B, 1] value), h [B], a [B, C],
-    p [B] -> (a', p', stop [B] bool)."""
-    a = y * p[:, None] + a * (1.0 - p[:, None])
-    p = h * p
-    d = int(layers_left)
-    if d <= 0:
-        return a, p, jnp.ones(p.shape, bool)
-    if is_regression:
-        return a, p, p * d * value_range <= tolerance
-    if a.shape[-1] < 2:
-        return a, p, jnp.ones(p.shape, bool)
-    top2 = jax.lax.top_k(a, 2)[0]
-    return a, p, top2[:, 0] * (1.0 - p) ** d >= top2[:, 1] + p * d
+    """`device_rules.dact_step` with a static number of layers left (the fused run)."""
+    return dact_step(y, h, a, p, int(layers_left), is_regression, tolerance, value_range)
 
 
 def make_layer_step(encoder: Encoder, is_regression: bool, counter: dict | None = None,
