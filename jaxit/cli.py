@@ -8,6 +8,9 @@
     jaxit interpret [--config=...] --workdir=runs/sst2_dact [--examples=5] [--ig_steps=300]
     jaxit lr-eval --workdir=runs/sst2_adapler [--tasks=eraser_movies,hatexplain]  (AdapLeR
         CP scores vs human rationales; `jaxit lr-eval --help`)
+    jaxit predict --workdir=RUN --input=FILE|- [--output=FILE] [--checkpoint=best|latest|STEP]
+        [--text_fields=a,b] [--policy=confidence --threshold=0.9] [--eta_scale=1.0]
+    jaxit export --workdir=RUN --out=DIR   (a Hugging Face sequence-classification checkpoint)
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, results")
 flags.DEFINE_integer("max_steps", 0, "train: stop after this many updates in this call "
                      "(checkpointed; rerun to resume); 0 = run to the end")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "eval: which checkpoint to load")
+flags.DEFINE_string("checkpoint", "best", "which checkpoint to load: best or latest (predict and "
+                    "export also take a step number)")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (TPU pods, multi-host)")
 flags.DEFINE_string("coordinator_address", None, "distributed: host:port of process 0 (CUDA)")
 flags.DEFINE_integer("num_processes", None, "distributed: number of processes (CUDA)")
@@ -39,14 +43,34 @@ flags.DEFINE_float("tolerance", 0.01, "sweep: operating point = largest FLOPs sp
                    "this score loss of the full model")
 flags.DEFINE_integer("wallclock_examples", 200, "sweep: dev examples timed by the batch-1 runner")
 flags.DEFINE_integer("batch_size", 32, "sweep: batch size of the batched engine's throughput "
-                     "measurement on the whole dev split (0 = skip it)")
+                     "measurement on the whole dev split (0 = skip it); predict: rows per "
+                     "dispatch")
 flags.DEFINE_bool("quick", False, "demo: a smaller, faster run (for smoke tests)")
 flags.DEFINE_integer("examples", 5, "interpret: dev examples to attribute with Integrated "
                      "Gradients (heatmaps)")
 flags.DEFINE_integer("ig_steps", 300, "interpret: Integrated Gradients steps (trapezoid rule; "
                      "summary.json flags examples whose completeness gap exceeds 5%)")
 
-COMMANDS = ("train", "eval", "sweep", "demo", "interpret", "lr-eval")
+flags.DEFINE_string("input", None, "predict: input file (.txt: one example per line, a pair's "
+                    "texts tab-separated; .tsv/.csv with a header; .jsonl), or - for stdin")
+flags.DEFINE_string("output", None, "predict: write the JSON lines here (default: stdout)")
+flags.DEFINE_enum("format", None, ["text", "tsv", "csv", "jsonl"],
+                  "predict: input format (default: from the extension; stdin: text)")
+flags.DEFINE_list("text_fields", None, "predict: the column(s)/key(s) holding the text(s) "
+                  "(tsv/csv/jsonl; default: the task's, e.g. sentence or sentence1,sentence2)")
+flags.DEFINE_string("label_field", None, "predict: a column/key with gold labels: the summary "
+                    "adds the task's metric")
+flags.DEFINE_string("policy", None, "predict: exit rule (never, confidence, entropy, "
+                    "normalized_entropy, patience, lte, elbert, dact, fixed); default: the "
+                    "sweep's operating point (see jaxit.inference.predictor)")
+flags.DEFINE_float("threshold", None, "predict: the policy's threshold (patience: layers, "
+                   "fixed: the exit layer)")
+flags.DEFINE_float("eta_scale", None, "predict: token dropping: multiply the trained eta by "
+                   "this (0 = keep every token; default 1)")
+flags.DEFINE_string("summary", None, "predict: also write the summary as JSON to this file")
+flags.DEFINE_string("out", None, "export: the new directory to write")
+
+COMMANDS = ("train", "eval", "sweep", "demo", "interpret", "lr-eval", "predict", "export")
 
 
 def _usage() -> str:
@@ -57,6 +81,12 @@ def _need(name: str, value):
     if value is None:
         raise app.UsageError(f"--{name} is required")
     return value
+
+
+def _best_or_latest() -> str:
+    if FLAGS.checkpoint not in ("best", "latest"):
+        raise app.UsageError(f"--checkpoint must be best or latest here, got {FLAGS.checkpoint!r}")
+    return FLAGS.checkpoint
 
 
 def _init_distributed():
@@ -98,7 +128,7 @@ def _eval(argv):
 
     config = _run_config()
     workdir = _need("workdir", FLAGS.workdir)
-    metrics = evaluate_checkpoint(config, workdir, which=FLAGS.checkpoint)
+    metrics = evaluate_checkpoint(config, workdir, which=_best_or_latest())
     print(json.dumps(metrics, indent=2, default=float))
 
 
@@ -108,7 +138,7 @@ def _sweep(argv):
 
     config = _run_config()
     workdir = _need("workdir", FLAGS.workdir)
-    report = sweep_checkpoint(config, workdir, which=FLAGS.checkpoint, policies=FLAGS.policies,
+    report = sweep_checkpoint(config, workdir, which=_best_or_latest(), policies=FLAGS.policies,
                               tolerance=FLAGS.tolerance,
                               wallclock_examples=FLAGS.wallclock_examples,
                               batch_size=FLAGS.batch_size)
@@ -131,11 +161,55 @@ def _interpret(argv):
 
     config = _run_config()
     workdir = _need("workdir", FLAGS.workdir)
-    summary = interpret_checkpoint(config, workdir, which=FLAGS.checkpoint,
+    summary = interpret_checkpoint(config, workdir, which=_best_or_latest(),
                                    num_examples=FLAGS.examples, ig_steps=FLAGS.ig_steps)
     print(json.dumps(summary, indent=2, default=float))
     print(f"wrote {summary['out_dir']}/ (attributions.html, exit_histogram.png, "
           "attention_entropy.png, pruning.json, summary.json)")
+
+
+def _user_errors():
+    """The errors a user's input or run can cause (reported as one line, no traceback)."""
+    from jaxit.data.text_inputs import InputError
+    from jaxit.encoders.weights import CheckpointError
+    from jaxit.inference.trained_run import RunError
+    from jaxit.train.checkpoint import IncompatibleCheckpointError
+
+    return (InputError, RunError, CheckpointError, IncompatibleCheckpointError)
+
+
+def _fail(cmd: str, e: Exception):
+    print(f"jaxit {cmd}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _predict(argv):
+    del argv
+    from jaxit.predict_cli import run_predict
+
+    try:
+        run_predict(workdir=_need("workdir", FLAGS.workdir), input_path=_need("input", FLAGS.input),
+                    output=FLAGS.output, checkpoint=FLAGS.checkpoint, fmt=FLAGS.format,
+                    text_fields=FLAGS.text_fields, label_field=FLAGS.label_field,
+                    policy=FLAGS.policy, threshold=FLAGS.threshold, eta_scale=FLAGS.eta_scale,
+                    batch_size=FLAGS.batch_size, summary_path=FLAGS.summary)
+    except _user_errors() as e:
+        _fail("predict", e)
+
+
+def _export(argv):
+    del argv
+    from jaxit.export import export_run
+    from jaxit.inference.trained_run import load_trained_run
+
+    try:
+        run = load_trained_run(_need("workdir", FLAGS.workdir), FLAGS.checkpoint)
+        out = export_run(run, _need("out", FLAGS.out))
+    except _user_errors() as e:
+        _fail("export", e)
+    trust = ", trust_remote_code=True" if run.pooling == "mean" else ""
+    print(f"wrote {out}: AutoModelForSequenceClassification.from_pretrained({str(out)!r}{trust}); "
+          f"jaxit predict --workdir={out} runs the adaptive model")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo,
-          "interpret": _interpret}[cmd]
+          "interpret": _interpret, "predict": _predict, "export": _export}[cmd]
     app.run(fn, argv=[f"jaxit {cmd}"] + argv[2:])
 
 

@@ -19,7 +19,7 @@ from jaxit.inference.evaluate_exits import (
     measure_wallclock,
     simulate_exits,
 )
-from jaxit.inference.policies import DACTPolicy, make_policy
+from jaxit.inference.policies import REGRESSION_PATIENCE_DELTA, policy_for  # noqa: F401
 from jaxit.inference.runner import EarlyExitRunner
 from jaxit.inference.throughput import measure_throughput
 
@@ -56,21 +56,6 @@ def pick_operating_point(points: Sequence[dict], full_score: float, tolerance: f
     ok = [p for p in points if p["score"] >= full_score - tolerance]
     return max(ok, key=lambda p: p["flops_speedup"]) if ok else max(points,
                                                                      key=lambda p: p["score"])
-
-
-# PABEE on regression: consecutive layers "agree" when their values differ by less than this
-# (STS-B's 0..5 scale; the PABEE paper does not give its value).
-REGRESSION_PATIENCE_DELTA = 0.1
-
-
-def policy_for(name: str, threshold, num_layers: int, is_regression: bool = False):
-    """`make_policy`, plus "dact" (its threshold is the regression tolerance) and patience on
-    regression tasks (agreement = |change| < REGRESSION_PATIENCE_DELTA)."""
-    if name == "dact":
-        return DACTPolicy(num_layers, tolerance=float(threshold))
-    if name == "patience" and is_regression:
-        return make_policy(name, threshold, regression_threshold=REGRESSION_PATIENCE_DELTA)
-    return make_policy(name, threshold)
 
 
 def dact_full_score(trace: ExitTrace, metric) -> float:

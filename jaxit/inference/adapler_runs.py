@@ -31,12 +31,7 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
         if model and Path(model).is_dir():
             model_dir = Path(model)
     cfg = load_config(model_dir)
-    if isinstance(which, int) or str(which).isdigit():
-        from jaxit.interpret.saliency import restore_step_params
-
-        params = jax.tree.map(np.asarray, restore_step_params(workdir, int(which)))
-    else:
-        params = jax.tree.map(np.asarray, load_run_params(workdir, which))
+    params = jax.tree.map(np.asarray, load_run_params(workdir, which))
     heads = params.get("heads", {})
     if "final" not in heads:
         raise ValueError(f"{workdir}: params['heads'] has no 'final' exit head")

@@ -410,3 +410,18 @@ def make_policy(name: str, threshold, **settings) -> ExitPolicy:
     if name not in POLICIES:
         raise ValueError(f"unknown exit policy {name!r}; known: {sorted(POLICIES)}")
     return POLICIES[name](threshold, **settings)
+
+
+# PABEE on regression: consecutive layers "agree" when their values differ by less than this
+# (STS-B's 0..5 scale; the PABEE paper does not give its value).
+REGRESSION_PATIENCE_DELTA = 0.1
+
+
+def policy_for(name: str, threshold, num_layers: int, is_regression: bool = False):
+    """`make_policy`, plus "dact" (its threshold is the regression tolerance) and patience on
+    regression tasks (agreement = |change| < REGRESSION_PATIENCE_DELTA)."""
+    if name == "dact":
+        return DACTPolicy(num_layers, tolerance=float(threshold))
+    if name == "patience" and is_regression:
+        return make_policy(name, threshold, regression_threshold=REGRESSION_PATIENCE_DELTA)
+    return make_policy(name, threshold)

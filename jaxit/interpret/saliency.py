@@ -208,20 +208,10 @@ def select_checkpoints(scores: dict[int, float], top_k: int) -> list[int]:
 
 
 def restore_step_params(run_dir, step: int) -> dict:
-    """The params saved at `step` (from best/ or checkpoints/), as saved."""
-    import orbax.checkpoint as ocp
+    """The params saved at `step` (from checkpoints/ or best/), as saved."""
+    from jaxit.train.init_from import load_run_params
 
-    run = Path(run_dir).resolve()
-    for folder in ("checkpoints", "best"):
-        if (run / folder / str(step)).is_dir():
-            mngr = ocp.CheckpointManager(run / folder, item_names=("state", "meta"))
-            try:
-                state = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore()))
-            finally:
-                mngr.close()
-            return state["state"]["params"]
-    raise FileNotFoundError(f"{run} has no checkpoint at step {step}")
+    return load_run_params(run_dir, int(step))
 
 
 def _dataset(config, split: str, max_examples: int):

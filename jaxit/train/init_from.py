@@ -10,19 +10,42 @@ import orbax.checkpoint as ocp
 from jaxit.train.checkpoint import workdir_path
 
 
-def load_run_params(workdir, which: str = "best") -> dict:
-    """The params of a run's best (or latest) checkpoint, as saved (no target structure)."""
+def load_run_params(workdir, which: str | int = "best") -> dict:
+    """The params of a run's best or latest checkpoint, or of the one saved at step `which`
+    (an int or a string of digits, from checkpoints/ or best/), as saved (no target
+    structure). A run that keeps no best checkpoint falls back to its latest one."""
     root = workdir_path(workdir)
+    if isinstance(which, int) or str(which).isdigit():
+        step = int(which)
+        for name in ("checkpoints", "best"):
+            if (root / name / str(step)).is_dir():
+                return _restore_params(root / name, step)
+        saved = sorted({int(d.name) for name in ("checkpoints", "best") if (root / name).is_dir()
+                        for d in (root / name).iterdir() if d.name.isdigit()})
+        raise FileNotFoundError(f"{root} has no checkpoint at step {step} (saved steps: "
+                                f"{saved or 'none'})")
+    if which not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be best, latest or a step number, got {which!r}")
     folder = root / ("best" if which == "best" else "checkpoints")
+    if which == "best" and not folder.exists():
+        folder = root / "checkpoints"
     if not folder.exists():
-        raise FileNotFoundError(f"init_from: {root} has no {which} checkpoint ({folder} is "
-                                "missing); train that run first")
+        raise FileNotFoundError(f"{root} has no {which} checkpoint ({folder} is missing): "
+                                "train that run first")
     mngr = ocp.CheckpointManager(folder, item_names=("state", "meta"))
     try:
         step = mngr.best_step() if which == "best" else mngr.latest_step()
         step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"init_from: no checkpoint under {folder}")
+    finally:
+        mngr.close()
+    if step is None:
+        raise FileNotFoundError(f"{root}: no checkpoint under {folder}")
+    return _restore_params(folder, step)
+
+
+def _restore_params(folder, step: int) -> dict:
+    mngr = ocp.CheckpointManager(folder, item_names=("state", "meta"))
+    try:
         state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     finally:
         mngr.close()
