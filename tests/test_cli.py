@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def jaxit(*args, check=True):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", JAXIT_CACHE_DIR="off")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "jaxit.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
