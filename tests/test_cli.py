@@ -11,11 +11,12 @@ CONFIG = "experiments/configs/finetune.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def jaxit(*args, check=True):
+def jaxit(*args, check=True, stdin=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", JAXIT_CACHE_DIR="off")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "jaxit.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+                          capture_output=True, text=True, timeout=600, check=False,
+                          input=stdin)
     if check and proc.returncode != 0:
         raise AssertionError(f"jaxit {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -172,16 +172,8 @@ def test_cli_formats_order_and_stdin(run_dir, dev, tmp_path):
     assert [r.get("error", "").split(" (")[0] for r in recs] == ["", "empty line",
                                                                 "not valid JSON", ""]
     assert "2 not predicted" in p.stderr and "1 x empty line" in p.stderr
-    import subprocess
-    import sys
-
-    from tests.test_cli import ROOT
-
-    env = {"JAX_PLATFORMS": "cpu", "JAXIT_CACHE_DIR": "off", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "jaxit.cli", "predict", f"--workdir={run_dir}",
-                           "--input=-"], input=f"{texts[2]}\n\n{texts[3]}\n", cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    proc = jaxit("predict", f"--workdir={run_dir}", "--input=-",
+                 stdin=f"{texts[2]}\n\n{texts[3]}\n")
     recs = [json.loads(x) for x in proc.stdout.splitlines()]
     assert len(recs) == 3 and recs[1]["error"] == "empty line" and "label" in recs[2]
     assert "examples/s" in proc.stderr and "FLOPs speed-up" in proc.stderr
