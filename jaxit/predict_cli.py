@@ -55,9 +55,11 @@ def format_summary(s: dict, num_layers: int) -> str:
     lines.append(f"  policy: {s['policy']}" + (f", eta scale {s['eta_scale']}"
                                                if "eta_scale" in s else ""))
     if s["predicted"]:
-        lines.append(f"  {s['examples_per_second']} examples/s ({s['seconds']} s, compilation "
-                     f"included); average exit layer {s['avg_exit_layer']:.2f} of {num_layers}; "
-                     f"kept tokens {100 * s['kept_tokens']:.1f} %; FLOPs speed-up "
+        lines.append(f"  {s['examples_per_second']} examples/s in all ({s['seconds']} s, of "
+                     f"which {s['compile_seconds']} s compiling); "
+                     f"{s['examples_per_second_after_compile']} examples/s after compilation")
+        lines.append(f"  average exit layer {s['avg_exit_layer']:.2f} of {num_layers}; kept "
+                     f"tokens {100 * s['kept_tokens']:.1f} %; FLOPs speed-up "
                      f"{s['flops_speedup']:.2f}x")
     metric = next((k for k in ("accuracy", "pearson", "f1", "macro_f1", "mcc", "spearman")
                    if k in s), None)
