@@ -204,3 +204,42 @@ def test_cli_pairs_and_bad_inputs(run_dir, tmp_path):
         assert p.returncode == 2, (args, p.stderr)
         assert msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory):
+    """Tiny finetune and DACT runs (8 steps each)."""
+    from jaxit.train.loop import train
+
+    runs = {}
+    for name in ("finetune", "dact"):
+        c = tiny_config()
+        c.method.name = name
+        runs[name] = tmp_path_factory.mktemp("predict_" + name) / "run"
+        train(c, runs[name])
+    return runs
+
+
+def test_every_method_family(other_runs, dev):
+    texts = dev[0][:48]
+    ft = load_predictor(other_runs["finetune"])
+    assert ft.static and ft.policy_description == "never exit (default for an unswept run)"
+    base = ft(texts)
+    dact = load_predictor(other_runs["dact"])
+    assert dact.policy_description.startswith("DACTPolicy(num_layers=2")
+    recs = dact(texts)
+    assert len(recs) == 48 and {r["exit_layer"] for r in recs} <= {1, 2}
+    # token dropping: the fine-tuned run with contribution predictors added
+    from jaxit.inference.adapler_runs import with_random_cps
+
+    run = load_trained_run(other_runs["finetune"])
+    heads = with_random_cps(run.heads, run.encoder.config, 0.5, seed=1, eta=1.0)
+    cp_run = dataclasses.replace(run, params={**run.params, "heads": heads})
+    off = Predictor(cp_run, eta_scale=0.0)
+    assert off.static and off(texts) == base  # eta 0 keeps every token: the full model
+    drop = Predictor(cp_run).predict(texts)
+    kept = [r["tokens_per_layer"] for r in drop.records]
+    assert all(k[0] <= r["tokens"] and k[1] <= k[0] for k, r in zip(kept, drop.records))
+    assert drop.summary["kept_tokens"] < 0.95 and drop.summary["flops_speedup"] > 1.0
+    total = sum(r["tokens"] * r["exit_layer"] for r in drop.records)
+    assert drop.summary["kept_tokens"] == pytest.approx(sum(map(sum, kept)) / total, abs=1e-4)
