@@ -222,13 +222,15 @@ class BatchedEngine:
                             np.asarray(run.dispatch(kind, 1, k, empty, b)[-1])
                             self._warm.add((kind, k, b, key))
         if static:
-            for k in ks:
-                for b in self.batch_sizes:
-                    if ("static", k, b) not in self._warm:
-                        ids = np.zeros((3, self.ndev * b, self.buckets[k]), np.int32)
-                        np.asarray(self._static(self._embed, self._layers, self._final,
-                                                jax.device_put(ids, self._ids_sharding)))
-                        self._warm.add(("static", k, b))
+            self._warm_static([(k, b) for k in ks for b in self.batch_sizes])
+
+    def _warm_static(self, pairs) -> None:
+        for k, b in pairs:
+            if ("static", k, b) not in self._warm:
+                ids = np.zeros((3, self.ndev * b, self.buckets[k]), np.int32)
+                np.asarray(self._static(self._embed, self._layers, self._final,
+                                        jax.device_put(ids, self._ids_sharding)))
+                self._warm.add(("static", k, b))
 
     # ------------------------------------------------------------------ running
 

@@ -157,7 +157,7 @@ class Predictor:
                      on_chunk=None) -> Prediction:
         """Records for `rows` (error rows keep their place); `on_chunk(records)` receives each
         chunk's records in order as soon as they are ready (streaming output)."""
-        start = time.perf_counter()
+        start, compiled = time.perf_counter(), compile_seconds()
         bar = _bar(progress, sum(r.error is None for r in rows))
         records: list[dict] = []
         stats = _Totals()
@@ -168,6 +168,7 @@ class Predictor:
                 on_chunk(chunk)
         if bar is not None:
             bar.close()
+        stats.compile_seconds = compile_seconds() - compiled
         return Prediction(records, self.summarize(rows, records, stats,
                                                   time.perf_counter() - start))
 
@@ -183,10 +184,6 @@ class Predictor:
                 bar.update(k - done[0])
             done[0] = k
 
-        if examples:
-            t0 = time.perf_counter()
-            self.warmup(ids)
-            stats.compile_seconds += time.perf_counter() - t0
         if not examples:
             res = None
         elif self.static:
@@ -200,14 +197,6 @@ class Predictor:
         if res is not None:
             stats.add(res, cut)
         return out
-
-    def warmup(self, ids: Sequence[np.ndarray]) -> None:
-        """Compiles what running these token ids needs: the buckets they fall in (and, when
-        tokens are dropped, every smaller one), every batch size."""
-        ks = self.engine.bucket_index([len(x) for x in ids])
-        need = range(int(ks.max()) + 1) if "cp" in self.run.heads else set(ks.tolist())
-        self.engine.warmup(self.policy, static=self.static, adaptive=not self.static,
-                           buckets=need)
 
     def record(self, res, j: int) -> dict:
         """Example j of EngineResults `res` as a JSON-able dict."""
@@ -311,6 +300,28 @@ class _Totals:
         self.possible += int((res.num_tokens * res.exit_layers).sum())
         self.flops += int(res.flops.sum())
         self.full_flops += int(res.full_flops.sum())
+
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_total = [0.0]
+_listening = [False]
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent tracing, lowering and compiling (or loading from the
+    persistent cache) jitted functions, from JAX's monitoring events; a running total."""
+    if not _listening[0]:
+        import jax
+
+        def on_event(event: str, seconds: float, **_):
+            if event in _COMPILE_EVENTS:
+                _compile_total[0] += seconds
+
+        jax.monitoring.register_event_duration_secs_listener(on_event)
+        _listening[0] = True
+    return _compile_total[0]
 
 
 def _bar(enabled: bool, total: int):
