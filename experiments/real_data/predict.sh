@@ -31,10 +31,12 @@ done
 python - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-print(f"{'input':6} {'policy':6} {'cache':5} {'ex/s':>7} {'exit':>5} {'FLOPs x':>7} {'acc':>7}")
+print(f"{'input':6} {'policy':6} {'cache':5} {'ex/s':>7} {'compile s':>9} {'ex/s after':>10} "
+      f"{'exit':>5} {'FLOPs x':>7} {'acc':>7}")
 for f in sorted(out.glob("*_*_*.json")):
     inp, pol, temp = f.stem.split("_")
     s = json.loads(f.read_text())
-    print(f"{inp:6} {pol:6} {temp:5} {s['examples_per_second']:7.1f} {s['avg_exit_layer']:5.2f} "
+    print(f"{inp:6} {pol:6} {temp:5} {s['examples_per_second']:7.1f} {s['compile_seconds']:9.2f} "
+          f"{s['examples_per_second_after_compile']:10.1f} {s['avg_exit_layer']:5.2f} "
           f"{s['flops_speedup']:7.2f} {s.get('accuracy', float('nan')):7.4f}")
 PY
