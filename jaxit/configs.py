@@ -45,7 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
     # method name's own (berxit: alternating, deebert: two_stage, ...).
     c.method.strategy = ml_collections.config_dict.placeholder(str)
     c.method.lte = False  # add BERxiT's learning-to-exit module and loss
-    c.method.stage1_fraction = 0.5  # two_stage/fastbert/dact: fraction of steps in stage 1
+    # two_stage/fastbert/dact: fraction of steps in stage 1 (each stage warms up and decays
+    # on its own schedule)
+    c.method.stage1_fraction = 0.5
     c.method.t_init = 4.0  # elbert: initial loss-weight logits t_i
     c.method.weights_lr_scale = 500.0  # elbert: lr multiplier of t (1e-2 at lr 2e-5)
     c.method.distill_lr_scale = 10.0  # fastbert: lr multiplier of the distilled exits
@@ -54,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     # layers 1-4 (a sentence-transformers checkpoint, trained with mean pooling), so exits
     # there must amplify small differences; at lr 5e-5 for 500 steps they stay at chance.
     c.method.exits_lr_scale = 1.0
-    c.method.tau = 5e-3  # dact: ponder penalty tau (paper grid 5e-5 ... 5e-1)
+    c.method.tau = 5e-3  # dact: ponder penalty tau x sum_{n<L} h_n (paper grid 5e-5 ... 5e-1)
     c.method.halting_bias = 0.0  # dact: initial bias of the halting units (h = 0.5)
     # What every head reads: "cls" (the papers: the layer's [CLS] state) or "mean" (the mean
     # of the real tokens' states; for sentence-transformers checkpoints such as

@@ -291,3 +291,70 @@ def test_trainer_alternating_and_two_stage_change_the_right_params():
     # stage 2 leaves the backbone bit-for-bit untouched
     for a, b in zip(jax.tree.leaves(hist[2]["encoder"]), jax.tree.leaves(hist[4]["encoder"])):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("strategy", ["two_stage", "fastbert"])
+def test_lte_in_two_stage_follows_each_stage(strategy):
+    """Stage 1: L_L + J_L only (nothing from the untrained exits reaches the backbone:
+    the exits' params get no gradient at all); stage 2: sum_{i<L} (L_i + J_i) (the last
+    head gets none)."""
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 2, False, 10, strategy, lte=True, stage1_fraction=0.4)
+    params = m.init(jax.random.PRNGKey(0), p)
+    batch = tiny_batch()
+    g1 = group_grads(m, params, batch, 1)
+    assert g1["backbone"] and g1["final"] and g1["lte"] and not g1["exits"]
+    g2 = group_grads(m, params, batch, 6)
+    assert g2["exits"] and g2["lte"] and not g2["final"]
+    # the LTE term of stage 1 is J_L: the loss equals L_L + J_L computed by hand
+    from jaxit.methods.early_exit import lte_targets
+
+    out = all_layer_outputs(enc, params, batch)
+    labels = jnp.asarray(batch.labels)
+    j = jnp.square(out.lte - lte_targets(out.outputs, labels, False)).mean(axis=1)
+    ll = task_loss(out.outputs, labels, False).mean(axis=1)
+    value, metrics = m.loss(params, batch, jax.random.PRNGKey(3), jnp.asarray(1))
+    np.testing.assert_allclose(metrics["loss_lte"], j[-1], rtol=1e-5)
+    np.testing.assert_allclose(value, ll[-1] + j[-1], rtol=1e-5)
+    _, metrics = m.loss(params, batch, jax.random.PRNGKey(3), jnp.asarray(6))
+    np.testing.assert_allclose(metrics["loss_lte"], j[:-1].sum(), rtol=1e-5)
+
+
+@pytest.mark.standard_promotion
+@pytest.mark.parametrize("name", ["deebert", "fastbert", "dact"])
+def test_each_stage_has_its_own_schedule(name):
+    """Stage 2 warms up from 0 to the peak and decays to 0 like stage 1, instead of running
+    on the tail of one schedule; checked on the learning rate the optimizer applies."""
+    from jaxit.train.optim import make_optimizer, staged_lr_schedule
+
+    enc, p = tiny_encoder()
+    mcfg = ml_collections.ConfigDict({"name": name, "stage1_fraction": 0.5})
+    m = make_method(mcfg, enc, 2, False, 20)
+    assert m.stage_starts == (10,)
+    sched = staged_lr_schedule(1e-3, 20, 0.2, m.stage_starts)
+    lr = [float(sched(s)) for s in range(20)]
+    assert lr[0] == 0.0 and lr[10] == 0.0  # both stages start their warm-up at 0
+    assert lr[2] == pytest.approx(1e-3) and lr[12] == pytest.approx(1e-3)  # peak after 2 steps
+    assert lr[11] == pytest.approx(5e-4) and lr[9] == pytest.approx(1e-3 / 8)
+    assert lr[19] == pytest.approx(lr[9])
+    # the optimizer applies it: after `step` zero-gradient steps, a gradient of ones gives
+    # Adam's direction m_hat / sqrt(v_hat) times the schedule's lr at that step
+    tcfg = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_fraction=0.2,
+                                          weight_decay=0.0, adam_b1=0.9, adam_b2=0.999,
+                                          adam_eps=1e-12, grad_clip_norm=0.0))
+    params = m.init(jax.random.PRNGKey(0), p)
+    tx, _ = make_optimizer(tcfg, m, params, 20)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    ones = jax.tree.map(jnp.ones_like, params)
+    state = tx.init(params)
+    scale = {"fastbert": 10.0}.get(name, 1.0)  # FastBERT's distilled exits run at 10x
+    for step in range(14):
+        if step in (2, 9, 10, 11, 12):
+            updates, _ = tx.update(ones, state, params)
+            group = "final" if step < 10 else "exits"
+            got = np.abs(np.asarray(jax.tree.leaves(updates["heads"][group])[0])).max()
+            t = step + 1 if step < 10 else step - 9  # the group's Adam steps (gated in stage 1)
+            direction = (1 - 0.9) / (1 - 0.9 ** t) / np.sqrt((1 - 0.999) / (1 - 0.999 ** t))
+            want = lr[step] * direction * (scale if step >= 10 else 1.0)
+            assert got == pytest.approx(want, rel=1e-3, abs=1e-12), (step, got, want)
+        _, state = tx.update(zeros, state, params)

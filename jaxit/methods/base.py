@@ -42,7 +42,10 @@ class Method:
         schedule and clipping), used instead of the run's AdamW; such groups are left out
         of the run's global gradient clipping;
     prepare_data(dataset, split) -> dataset: called on the training split before batching
-        (e.g. to attach per-token targets).
+        (e.g. to attach per-token targets);
+    stage_starts: steps at which a new training stage begins (Two-stage, FastBERT, DACT
+        with a stage 1): each stage gets its own warm-up/decay schedule at the peak
+        learning rate, as the papers' code trains each stage like a fresh run.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Method:
     grads: Callable[[dict, Batch, jax.Array, jnp.ndarray], tuple[jnp.ndarray, dict, Any]] | None = None
     group_optimizers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prepare_data: Callable[[Any, str], Any] | None = None
+    stage_starts: tuple[int, ...] = ()
 
 
 def label_by_top_key(params: dict, mapping: Mapping[str, str], default: str) -> Any:

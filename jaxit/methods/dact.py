@@ -22,11 +22,15 @@ so a_1 = y_1, every a_n is a convex mix of y_1..y_n (a probability vector for
 classification) and p_n is non-increasing. a_L is the model's output.
 
 Loss (stage 2): NLL of a_L, on log(max(a_L, 1e-8)) (the DACT reference code; MSE on a_L for
-regression), plus tau * sum_{n<L} h_n averaged over the batch. h_L never reaches a_L (p_L is
-not used), so it is left out of the penalty; otherwise the paper's tau * sum h_n.
+regression), plus tau * sum_{n<L} h_n averaged over the batch. The one deviation from the
+paper's (and DESIGN's) tau * sum_{n<=L} h_n, and the one place it is explained: h_L only
+forms p_L, which no a_n, no output and no exit decision uses, so a tau * h_L term would
+only drive the last halting unit to 0 without changing the model; it is left out. The
+`expected_layers` metric 1 + sum_{n<L} p_n is E[exit layer] under the halting
+distribution.
 
 Training (DESIGN §4): stage 1 fine-tunes backbone + last head on the last layer's task loss;
-stage 2 trains everything with the DACT loss. s1 = round(stage1_fraction * num_steps); with
+stage 2 trains everything with the DACT loss, on a warm-up/decay schedule of its own. s1 = round(stage1_fraction * num_steps); with
 `init_from` a fine-tuned run (the reference setting: DACT starts from a converged backbone),
 set stage1_fraction = 0. Halting units start with zero bias (the reference code): h = 0.5.
 
@@ -187,7 +191,8 @@ def make_dact(encoder: Encoder, num_outputs: int, is_regression: bool, num_steps
         name=name, encoder=encoder, is_regression=is_regression, num_outputs=num_outputs,
         init=init, loss=loss, predict=predict,
         param_labels=lambda params: label_by_top_key(params, GROUPS, "backbone"),
-        gates=gates, lr_scale=lr_scale)
+        gates=gates, lr_scale=lr_scale,
+        stage_starts=(stage1_steps,) if stage1_steps > 0 else ())
 
 
 def build_dact(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,

@@ -26,6 +26,8 @@ Strategies (`method_cfg.strategy`); L_i is the mean task loss of exit i:
 - ``two_stage`` (DeeBERT): steps [0, s1) train backbone + last head on L_L; steps [s1, end)
   train the other exits on sum_{i<L} L_i with backbone and last head frozen.
   s1 = round(stage1_fraction * num_steps) (default 0.5: the same number of steps per stage).
+  Each stage has its own warm-up/decay learning-rate schedule (`Method.stage_starts`), as
+  DeeBERT's code trains stage 2 with the same learning rate and epochs as stage 1.
 - ``alternating`` (BERxiT): step parity (0-based step, the paper's iterations are 1-based):
   even steps (paper: odd iterations) L_L on backbone + last head; odd steps sum_i L_i on
   everything. Matches the released code (`step_num % 2 == 0` -> last loss only).
@@ -40,9 +42,11 @@ Strategies (`method_cfg.strategy`); L_i is the mean task loss of exit i:
   head (pooler + linear), not FastBERT's small self-attention classifiers. Exit with
   `NormalizedEntropyPolicy` ("speed").
 
-``lte=True`` adds the LTE loss sum_l mean_batch J_l to every step's loss, in every strategy.
-For Joint and Alternating's all-exit steps this is exactly the paper's substitution
-L_i -> L_i + J_i; on Alternating's last-layer steps it follows DESIGN ("one step trains the
+``lte=True`` adds the LTE loss to every step's loss, in every strategy: sum_l mean_batch J_l,
+except in Two-stage and FastBERT, where it follows the paper's substitution L_i -> L_i + J_i
+within each stage (stage 1: J_L only, so the backbone never learns from exits that are not
+trained yet; stage 2: sum_{i<L} J_i). For Joint and Alternating's all-exit steps the sum is
+exactly that substitution; on Alternating's last-layer steps it follows DESIGN ("one step trains the
 last loss + LTE, the next the other exits' losses + LTE"), and the LTE module is updated on
 every step. (Paper's literal substitution would give L_L + J_L there.)
 
@@ -221,7 +225,10 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
         value = main
         if lte:
             target = lte_targets(out.outputs, labels, is_regression)
-            j = jnp.square(out.lte - target).mean(axis=1).sum()
+            j_layers = jnp.square(out.lte - target).mean(axis=1)  # [L]
+            j = j_layers.sum()
+            if strategy in ("two_stage", "fastbert"):  # L_i -> L_i + J_i within each stage
+                j = jnp.where(step < stage1_steps, j_layers[-1], j - j_layers[-1])
             value = value + j
             metrics["loss_lte"] = j
         return value, metrics
@@ -261,6 +268,7 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
         encoder=encoder, is_regression=is_regression, num_outputs=num_outputs,
         init=init, loss=loss, predict=predict, param_labels=param_labels, gates=gates,
         lr_scale=lr_scale,
+        stage_starts=(stage1_steps,) if strategy in ("two_stage", "fastbert") else (),
     )
 
 

@@ -8,6 +8,7 @@ unchanged, as if it had its own optimizer that skipped that step.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -25,6 +26,18 @@ def lr_schedule(peak_lr: float, num_steps: int, warmup_fraction: float) -> optax
          optax.linear_schedule(peak_lr, 0.0, max(num_steps - warmup, 1))],
         boundaries=[warmup],
     ) if warmup > 0 else optax.linear_schedule(peak_lr, 0.0, max(num_steps, 1))
+
+
+def staged_lr_schedule(peak_lr: float, num_steps: int, warmup_fraction: float,
+                       stage_starts=()) -> optax.Schedule:
+    """`lr_schedule` restarted at every step in `stage_starts`: each stage [s_i, s_{i+1})
+    warms up over warmup_fraction of its own length to `peak_lr` and decays to 0 at its end."""
+    starts = sorted({int(s) for s in stage_starts if 0 < int(s) < num_steps})
+    if not starts:
+        return lr_schedule(peak_lr, num_steps, warmup_fraction)
+    edges = [0, *starts, num_steps]
+    parts = [lr_schedule(peak_lr, b - a, warmup_fraction) for a, b in itertools.pairwise(edges)]
+    return optax.join_schedules(parts, boundaries=starts)
 
 
 def decay_mask(params: Any) -> Any:
@@ -86,7 +99,8 @@ def make_optimizer(tcfg, method: Method, params: Any, num_steps: int):
         raise ValueError(f"method {method.name!r} labels params with groups {unknown} that have "
                          f"no gate; gates are {sorted(method.gates)}")
     overrides = {g: method.group_optimizers[g] for g in groups if g in method.group_optimizers}
-    schedule = lr_schedule(tcfg.learning_rate, num_steps, tcfg.warmup_fraction)
+    schedule = staged_lr_schedule(tcfg.learning_rate, num_steps, tcfg.warmup_fraction,
+                                  method.stage_starts)
     transforms = {}
     for g in groups:
         if g in overrides:
