@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
     # on its own schedule)
     c.method.stage1_fraction = 0.5
     c.method.t_init = 4.0  # elbert: initial loss-weight logits t_i
+    # elbert: "shared" = one classifier for every layer (the paper); "per_layer" = a head per
+    # layer, as the other strategies (an option, not ELBERT's method)
+    c.method.elbert_heads = "shared"
     c.method.weights_lr_scale = 500.0  # elbert: lr multiplier of t (1e-2 at lr 2e-5)
     c.method.distill_lr_scale = 10.0  # fastbert: lr multiplier of the distilled exits
     # lr multiplier of the intermediate exit heads (and DACT's halting units). 1 = the papers.

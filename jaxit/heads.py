@@ -76,10 +76,23 @@ def task_loss(outputs: jnp.ndarray, labels: jnp.ndarray, is_regression: bool) ->
     return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def has_exit_heads(heads: dict) -> bool:
+    """Whether every layer can exit: heads for layers 1..L-1 ("exits"), or ELBERT's one
+    classifier shared by all layers ("final" with ELBERT's "loss_weights" and no "exits")."""
+    return "exits" in heads or "loss_weights" in heads
+
+
 def stacked_heads(heads: dict) -> dict:
-    """All L exit heads stacked on a leading axis (exits 1..L-1, then the final head)."""
-    return jax.tree.map(lambda e, f: jnp.concatenate([e, f[None]], axis=0),
-                        heads["exits"], heads["final"])
+    """All L exit heads stacked on a leading axis (exits 1..L-1, then the final head); for
+    ELBERT's shared classifier, the final head broadcast to every layer (its gradient is the
+    sum over layers)."""
+    if "exits" in heads:
+        return jax.tree.map(lambda e, f: jnp.concatenate([e, f[None]], axis=0),
+                            heads["exits"], heads["final"])
+    if "loss_weights" in heads:
+        n = jnp.shape(heads["loss_weights"])[0] + 1
+        return jax.tree.map(lambda f: jnp.broadcast_to(f, (n, *jnp.shape(f))), heads["final"])
+    raise ValueError("these heads have no intermediate exits (params['heads']['exits'])")
 
 
 def init_lte(rng: jax.Array, hidden: int) -> dict:

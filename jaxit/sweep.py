@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxit.heads import has_exit_heads
 from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.evaluate_exits import (
     ExitTrace,
@@ -192,7 +193,7 @@ def sweep_checkpoint(config, workdir, which: str = "best", policies=DEFAULT_POLI
     from jaxit.train.evaluate import restore_params
 
     setup, params = restore_params(config, workdir, which)
-    if "exits" not in params["heads"]:
+    if not has_exit_heads(params["heads"]):
         raise ValueError(f"the run in {workdir} ({config.method.name}) has no intermediate exit "
                          "heads; train an early-exit method (e.g. --config.method.name=berxit)")
     return run_sweep(setup, params, Path(workdir) / "sweep", policies, tolerance,

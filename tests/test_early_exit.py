@@ -91,7 +91,8 @@ def test_strategy_losses():
     c = 1 if regression else 2
     batch = tiny_batch(regression)
     key = jax.random.PRNGKey(1)
-    methods = {s: make_early_exit(enc, c, regression, 10, s, stage1_fraction=0.3)
+    methods = {s: make_early_exit(enc, c, regression, 10, s, stage1_fraction=0.3,
+                                  elbert_heads="per_layer")
                for s in ("joint", "two_stage", "alternating", "pabee", "elbert", "fastbert")}
     params = methods["elbert"].init(key, p)  # a superset of the others' params
     li = np.asarray(layer_losses(enc, params, batch, regression), np.float64)
@@ -358,3 +359,51 @@ def test_each_stage_has_its_own_schedule(name):
             want = lr[step] * direction * (scale if step >= 10 else 1.0)
             assert got == pytest.approx(want, rel=1e-3, abs=1e-12), (step, got, want)
         _, state = tx.update(zeros, state, params)
+
+
+@pytest.mark.standard_promotion
+def test_elbert_shares_one_classifier_across_layers(tmp_path):
+    """ELBERT (seed 004): backbone + ONE classifier; every layer's exit is that classifier
+    on the layer's state, it learns from every layer's loss, and every inference tool (trace,
+    batch-1 runner, batched engine, sweep) runs such a run."""
+    from jaxit.heads import exit_head, pool_features
+
+    enc, p = tiny_encoder()
+    m = make_early_exit(enc, 2, False, 10, "elbert")
+    params = m.init(jax.random.PRNGKey(0), p)
+    heads = params["heads"]
+    assert set(heads) == {"final", "loss_weights"}
+    n_head = sum(np.size(x) for x in jax.tree.leaves(heads["final"]))
+    n_all = sum(np.size(x) for x in jax.tree.leaves(params))
+    assert n_all == sum(np.size(x) for x in jax.tree.leaves(p)) + n_head + (L - 1)
+    per_layer = make_early_exit(enc, 2, False, 10, "elbert", elbert_heads="per_layer")
+    assert "exits" in per_layer.init(jax.random.PRNGKey(0), p)["heads"]
+    batch = tiny_batch()
+    out = all_layer_outputs(enc, params, batch)
+    hidden = enc.forward_all(params["encoder"], batch)["hidden"]
+    for layer in range(L):
+        want, _ = exit_head(heads["final"], pool_features(hidden[layer],
+                                                          jnp.asarray(batch.attention_mask)))
+        np.testing.assert_allclose(out.outputs[layer], want, atol=1e-5)
+    assert "exits" not in m.gates
+    # the shared head's gradient is the sum of every layer's: layer 1's loss alone moves it
+    g = jax.grad(lambda hp: task_loss(all_layer_outputs(
+        enc, {**params, "heads": hp}, batch).outputs[0], jnp.asarray(batch.labels),
+        False).mean())(heads)
+    assert float(jnp.abs(g["final"]["out"]["kernel"]).max()) > 0
+    # end to end: a tiny ELBERT run trains, sweeps (trace, runner, engine) and predicts
+    from jaxit.configs import tiny_config
+    from jaxit.inference.predictor import load_predictor
+    from jaxit.sweep import sweep_checkpoint
+    from jaxit.train.loop import train
+
+    c = tiny_config()
+    c.method.name = "elbert"
+    train(c, tmp_path / "run")
+    report = sweep_checkpoint(c, tmp_path / "run", policies=["elbert", "confidence"],
+                              wallclock_examples=8)
+    op = report["operating_points"]["elbert"]
+    assert op["batched"]["accuracy"] == pytest.approx(op["accuracy"])
+    assert op["wallclock"]["avg_exit_layer"] >= 1.0  # the batch-1 runner ran it too
+    recs = load_predictor(tmp_path / "run")(["a fine film", "not good at all"])
+    assert all(r["exit_layer"] in (1, 2) for r in recs)

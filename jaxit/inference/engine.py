@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxit import flops as flops_lib
 from jaxit.encoders.transformer import Encoder
-from jaxit.heads import stacked_heads
+from jaxit.heads import has_exit_heads, stacked_heads
 from jaxit.inference.buckets import DEFAULT_BUCKETS
 from jaxit.inference.device_rules import DeviceRule, device_rule
 from jaxit.inference.engine_results import EngineResults
@@ -70,7 +70,7 @@ class BatchedEngine:
         self.encoder, self.config = encoder, cfg
         L = self.num_layers = cfg.num_layers
         self.spec = ModelSpec(L, int(num_outputs), bool(is_regression), pooling,
-                              "exits" in heads, "lte" in heads, "halting" in heads,
+                              has_exit_heads(heads), "lte" in heads, "halting" in heads,
                               "cp" in heads)
         self.buckets = tuple(sorted(int(b) for b in buckets if b <= cfg.max_position_embeddings))
         if not self.buckets:
@@ -89,7 +89,7 @@ class BatchedEngine:
         self._embed = put({k: v for k, v in enc.items() if k not in ("layers", "pooler")})
         self._layers = [put(encoder.layer_params(enc, i)) for i in range(L)]
         if self.spec.has_exits:
-            stacked = stacked_heads({"exits": heads["exits"], "final": heads["final"]})
+            stacked = stacked_heads(heads)
             if self.spec.has_halting:
                 stacked = {**stacked, "halting": heads["halting"]}
             self._heads = [put(jax.tree.map(lambda x, i=i: x[i], stacked)) for i in range(L)]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxit.data.text_inputs import InputRow, check_texts, encode_texts
+from jaxit.heads import has_exit_heads
 from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.policies import NeverExit, policy_for
 from jaxit.inference.trained_run import RunError, TrainedRun, load_trained_run
@@ -52,7 +53,7 @@ class Prediction:
 def choose_policy(run: TrainedRun, name: str | None = None, threshold=None):
     """(policy, description) for `run` (module docstring); RunError names what is wrong."""
     heads = run.heads
-    has_exits = "exits" in heads
+    has_exits = has_exit_heads(heads)
     source = "given"
     if name is None:
         points = (run.sweep or {}).get("operating_points") or {}

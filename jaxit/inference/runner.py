@@ -154,7 +154,7 @@ class EarlyExitRunner:
         # Sliced once here, never per call.
         self._embed_params = {k: v for k, v in enc.items() if k not in ("layers", "pooler")}
         self._layers = [encoder.layer_params(enc, i) for i in range(self.num_layers)]
-        stacked = stacked_heads({"exits": heads["exits"], "final": heads["final"]})
+        stacked = stacked_heads(heads)
         self.has_halting = "halting" in heads
         if self.has_halting:  # DACT: each layer's halting unit travels with its exit head
             stacked = {**stacked, "halting": heads["halting"]}

@@ -4,7 +4,7 @@ and the training strategies of DeeBERT, PABEE, BERxiT and ELBERT as one `Method`
 Param tree (L layers, D hidden, C outputs; C = 1 for regression)::
 
     {"encoder": <encoder params>,
-     "heads": {"exits": <exit heads of layers 1..L-1, stacked on a leading [L-1] axis>,
+     "heads": {"exits": <exit heads of layers 1..L-1, stacked on a leading [L-1] axis>,  # not ELBERT
                "final": <exit head of layer L>,             # same layout as `finetune`
                "lte": {"kernel": [D, 1], "bias": [1]},      # when lte=True
                "loss_weights": [L-1]}}                      # ELBERT's t_i
@@ -32,7 +32,10 @@ Strategies (`method_cfg.strategy`); L_i is the mean task loss of exit i:
   even steps (paper: odd iterations) L_L on backbone + last head; odd steps sum_i L_i on
   everything. Matches the released code (`step_num % 2 == 0` -> last loss only).
 - ``pabee``: sum_i i*L_i / sum_i i.
-- ``elbert``: sum_i w_i L_i, w_i = sigmoid(t_i) (i < L, t_i init 4), w_L = L - sum_{i<L} w_i.
+- ``elbert``: sum_i w_i L_i, w_i = sigmoid(t_i) (i < L, t_i init 4), w_L = L - sum_{i<L} w_i,
+  with ONE classifier shared by every layer (seed 004: p_i = Classifier(h_i), "no additional
+  parameters"): the params hold "final" and no "exits", and `heads.stacked_heads` gives
+  every layer that head. `elbert_heads="per_layer"` keeps a head per layer (not ELBERT's).
   t has its own optimizer group "loss_weights" with lr_scale `weights_lr_scale`
   (default 500 = the released code's 1e-2 over the HF default lr 2e-5).
 - ``fastbert`` (self-distillation): stage 1 as Two-stage; stage 2 trains the other exits on
@@ -178,7 +181,8 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
                     strategy: str = "joint", lte: bool = False, stage1_fraction: float = 0.5,
                     t_init: float = 4.0, weights_lr_scale: float = 500.0,
                     distill_lr_scale: float = 10.0, exits_lr_scale: float = 1.0,
-                    pooling: str = "cls", name: str | None = None) -> Method:
+                    pooling: str = "cls", elbert_heads: str = "shared",
+                    name: str | None = None) -> Method:
     """A multi-exit `Method` trained with `strategy` (see the module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
@@ -188,10 +192,16 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
         raise ValueError(f"regression needs num_outputs == 1, got {num_outputs}")
     stage1_steps = round(stage1_fraction * num_steps)
     use_weights = strategy == "elbert"
+    if elbert_heads not in ("shared", "per_layer"):
+        raise ValueError(f"elbert_heads must be 'shared' or 'per_layer', got {elbert_heads!r}")
+    shared = use_weights and elbert_heads == "shared" and n_layers > 1
 
     def init(rng, encoder_params):
-        return init_multi_exit(rng, encoder, encoder_params, num_outputs, lte=lte,
-                               loss_weights=use_weights, t_init=t_init)
+        params = init_multi_exit(rng, encoder, encoder_params, num_outputs, lte=lte,
+                                 loss_weights=use_weights, t_init=t_init)
+        if shared:  # ELBERT: one classifier for every layer, "final" (heads.stacked_heads)
+            del params["heads"]["exits"]
+        return params
 
     def loss(params, batch, rng, step):
         step = jnp.asarray(step)
@@ -250,12 +260,12 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
                  "exits": lambda s: s >= stage1_steps}
     elif strategy == "alternating":
         gates = {"backbone": "train", "final": "train", "exits": lambda s: s % 2 == 1}
-    if n_layers == 1:
+    if n_layers == 1 or shared:
         gates.pop("exits")
     if lte:
         gates["lte"] = "train"
     lr_scale = {}
-    if n_layers > 1 and exits_lr_scale != 1.0:
+    if n_layers > 1 and not shared and exits_lr_scale != 1.0:
         lr_scale["exits"] = float(exits_lr_scale)
     if strategy == "fastbert" and n_layers > 1:
         lr_scale["exits"] = float(distill_lr_scale) * float(exits_lr_scale)
@@ -294,4 +304,5 @@ def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bo
         distill_lr_scale=float(_opt(mcfg, "distill_lr_scale", 10.0)),
         exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)),
         pooling=str(_opt(mcfg, "pooling", "cls")),
+        elbert_heads=str(_opt(mcfg, "elbert_heads", "shared")),
     )
