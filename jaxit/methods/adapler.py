@@ -355,7 +355,7 @@ def speed_optimizer(num_steps: int, lr: float = 5e-4, warmup_fraction: float = 0
                     clip_norm: float = 1.0, eta_range=(ETA_MIN, ETA_MAX)):
     """The η/θ optimizer (authors' code): clip-norm → Adam (AdamW without weight decay) →
     lr with linear warm-up and decay → η projected to [0.01, 1] after the step."""
-    from jaxit.train.optim import lr_schedule, project_to_box
+    from jaxit.methods.schedules import lr_schedule, project_to_box
 
     def is_eta(path) -> bool:
         return any(getattr(k, "key", None) == "eta" for k in path)
@@ -429,7 +429,7 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
             raise ValueError("adapler: method.saliency_dir is not set (phase 2 writes it: "
                              "python -m jaxit.interpret.saliency --run=<fine-tuned run> "
                              "--out=<dir>)")
-        from jaxit.interpret.saliency import attach_saliency
+        from jaxit.data.saliency_files import attach_saliency
 
         return attach_saliency(dataset, saliency_dir, split)
 
