@@ -6,6 +6,7 @@
     jaxit sweep --config=... --workdir=runs/sst2_berxit [--policies=confidence,entropy]
     jaxit demo  [--workdir=runs/demo]
     jaxit interpret [--config=...] --workdir=runs/sst2_dact [--examples=5] [--ig_steps=300]
+        (DACT: Integrated Gradients, exits, attention entropy; ELBERT: its decision figures)
     jaxit lr-eval --workdir=runs/sst2_adapler [--tasks=eraser_movies,hatexplain]  (AdapLeR
         CP scores vs human rationales; `jaxit lr-eval --help`)
     jaxit predict --workdir=RUN --input=FILE|- [--output=FILE] [--checkpoint=best|latest|STEP]
@@ -164,8 +165,9 @@ def _interpret(argv):
     summary = interpret_checkpoint(config, workdir, which=_best_or_latest(),
                                    num_examples=FLAGS.examples, ig_steps=FLAGS.ig_steps)
     print(json.dumps(summary, indent=2, default=float))
-    print(f"wrote {summary['out_dir']}/ (attributions.html, exit_histogram.png, "
-          "attention_entropy.png, pruning.json, summary.json)")
+    files = ("elbert.html, elbert_<i>.png, elbert.json" if "delta" in summary else
+             "attributions.html, exit_histogram.png, attention_entropy.png, pruning.json")
+    print(f"wrote {summary['out_dir']}/ ({files}, summary.json)")
 
 
 def _user_errors():

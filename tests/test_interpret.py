@@ -352,3 +352,41 @@ def test_interpret_run_writes_every_output(tmp_path):
     c.method.name = "finetune"
     with pytest.raises(ValueError, match="DACT"):
         interpret_checkpoint(c, tmp_path / "nothing")
+
+
+@pytest.mark.standard_promotion
+def test_interpret_elbert_run_writes_its_decision_figures(tmp_path):
+    """`jaxit interpret` on an ELBERT run: per example, cumulative [CLS] attention rows
+    (running means: each sums to 1), the shared classifier's probabilities per layer equal
+    the layer-wise trace's, and the exit layer equals the batch-1 runner's ELBERT exit."""
+    from jaxit.configs import tiny_config
+    from jaxit.inference.policies import make_policy
+    from jaxit.inference.runner import EarlyExitRunner
+    from jaxit.interpret.elbert_view import cumulative_attention
+    from jaxit.interpret.report import interpret_checkpoint
+    from jaxit.sweep import dev_examples, dev_trace
+    from jaxit.train.evaluate import restore_params
+    from jaxit.train.loop import train
+
+    np.testing.assert_allclose(cumulative_attention(np.array([[0.2, 0.8], [0.6, 0.4]])),
+                               [[0.2, 0.8], [0.4, 0.6]])
+    c = tiny_config()
+    c.method.name = "elbert"
+    c.train.num_steps = 16
+    train(c, tmp_path / "run")
+    summary = interpret_checkpoint(c, tmp_path / "run", num_examples=6)
+    out = tmp_path / "run" / "interpret"
+    assert summary["delta"] == 0.5 and summary["examples"] == 6
+    assert all((out / f"elbert_{i}.png").stat().st_size > 2000 for i in range(6))
+    assert "cumulative [CLS] attention" in (out / "elbert.html").read_text()
+    recs = json.loads((out / "elbert.json").read_text())["records"]
+    setup, params = restore_params(c, tmp_path / "run")
+    trace = dev_trace(setup, params)
+    runner = EarlyExitRunner(setup.method.encoder, params, 2, False, buckets=(16, 32))
+    for i, (ids, tt) in enumerate(dev_examples(setup, 6)):
+        r = recs[i]
+        cum = np.asarray(r["cumulative_attention"])
+        assert cum.shape == (2, ids.size)
+        np.testing.assert_allclose(cum.sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(r["probabilities"], trace.probs[:, i], atol=1e-5)
+        assert r["exit_layer"] == runner.run_one(ids, tt, make_policy("elbert", 0.5)).exit_layer

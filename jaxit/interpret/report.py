@@ -162,9 +162,38 @@ def interpret_checkpoint(config, workdir, which: str = "best", num_examples: int
     """`jaxit interpret`: restore a trained DACT run and write <workdir>/interpret/."""
     from jaxit.train.evaluate import restore_params
 
-    if config.method.name != "dact":
-        raise ValueError(f"jaxit interpret analyses DACT runs; this config's method is "
-                         f"{config.method.name!r} (pass --config.method.name=dact with the "
+    is_elbert = config.method.name == "elbert" or config.method.get("strategy") == "elbert"
+    if config.method.name != "dact" and not is_elbert:
+        raise ValueError(f"jaxit interpret analyses DACT and ELBERT runs; this config's method "
+                         f"is {config.method.name!r} (pass --config.method.name=dact with the "
                          "overrides the run was trained with)")
     setup, params = restore_params(config, workdir, which)
+    if is_elbert:
+        return interpret_elbert(setup, params, Path(workdir), num_examples)
     return interpret_run(setup, params, Path(workdir) / "interpret", num_examples, ig_steps)
+
+
+def interpret_elbert(setup, params, workdir: Path, num_examples: int = 5) -> dict:
+    """ELBERT's decision-process figures (`elbert_view`) for the first dev examples, at the
+    δ of the run's sweep operating point for the "elbert" rule (else δ 0.5)."""
+    from jaxit.inference.policies import make_policy
+    from jaxit.interpret.elbert_view import elbert_records, write_elbert_report
+    from jaxit.sweep import dev_examples, method_pooling
+
+    delta = 0.5
+    sweep = workdir / "sweep" / "exits.json"
+    if sweep.is_file():
+        delta = json.loads(sweep.read_text()).get("operating_points", {}).get(
+            "elbert", {}).get("threshold", delta)
+    examples = dev_examples(setup, num_examples)
+    tokens = [token_strings(setup.tokenizer, ids) for ids, _ in examples]
+    records = elbert_records(setup.method.encoder, params, examples, tokens,
+                             make_policy("elbert", delta), method_pooling(setup))
+    out = workdir / "interpret"
+    labels = np.asarray(setup.eval_data.labels)[:len(examples)]
+    summary = write_elbert_report(records, out, setup.task.label_names, labels,
+                                  f"{setup.task.name} / ELBERT (delta {delta}): cumulative "
+                                  "[CLS] attention per layer (row = layer)")
+    summary = {**summary, "delta": delta, "out_dir": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
