@@ -108,13 +108,16 @@ def write_elbert_report(records: Sequence[dict], out_dir, label_names=None, labe
                 + ("" if gold is None else f", label {name(gold)}"))
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(6.0, 0.45 * n) + 4.0, 3.2),
                                        gridspec_kw={"width_ratios": [max(n, 4), 6]})
-        ax1.imshow(cum, aspect="auto", cmap="Blues", origin="lower",
-                   extent=(-0.5, n - 0.5, 0.5, L + 0.5))
+        # the colour scale is the words': [CLS] and [SEP] absorb most attention and saturate
+        words = cum[:, 1:-1] if n > 2 else cum
+        ax1.imshow(cum, aspect="auto", cmap="Blues", origin="lower", vmin=0.0,
+                   vmax=float(words.max()) or None, extent=(-0.5, n - 0.5, 0.5, L + 0.5))
         ax1.axhline(e, color="crimson", lw=1.5, ls="--")
         ax1.set_xticks(range(n), r["tokens"], rotation=70, fontsize=7)
         ax1.set_yticks(range(1, L + 1))
         ax1.set_ylabel("layer")
-        ax1.set_title("cumulative [CLS] attention (exit: dashed)", fontsize=8)
+        ax1.set_title("cumulative [CLS] attention (exit: dashed; colour scale of the words, "
+                      "[CLS]/[SEP] saturate)", fontsize=8)
         for c in range(probs.shape[1]):
             ax2.plot(range(1, L + 1), probs[:, c], marker="o", label=name(c))
         ax2.axvline(e, color="crimson", lw=1.5, ls="--")
