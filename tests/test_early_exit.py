@@ -348,17 +348,18 @@ def test_each_stage_has_its_own_schedule(name):
     zeros = jax.tree.map(jnp.zeros_like, params)
     ones = jax.tree.map(jnp.ones_like, params)
     state = tx.init(params)
+    update = jax.jit(tx.update)
     scale = {"fastbert": 10.0}.get(name, 1.0)  # FastBERT's distilled exits run at 10x
     for step in range(14):
         if step in (2, 9, 10, 11, 12):
-            updates, _ = tx.update(ones, state, params)
+            updates, _ = update(ones, state, params)
             group = "final" if step < 10 else "exits"
             got = np.abs(np.asarray(jax.tree.leaves(updates["heads"][group])[0])).max()
             t = step + 1 if step < 10 else step - 9  # the group's Adam steps (gated in stage 1)
             direction = (1 - 0.9) / (1 - 0.9 ** t) / np.sqrt((1 - 0.999) / (1 - 0.999 ** t))
             want = lr[step] * direction * (scale if step >= 10 else 1.0)
             assert got == pytest.approx(want, rel=1e-3, abs=1e-12), (step, got, want)
-        _, state = tx.update(zeros, state, params)
+        _, state = update(zeros, state, params)
 
 
 @pytest.mark.standard_promotion
@@ -400,10 +401,16 @@ def test_elbert_shares_one_classifier_across_layers(tmp_path):
     c = tiny_config()
     c.method.name = "elbert"
     train(c, tmp_path / "run")
-    report = sweep_checkpoint(c, tmp_path / "run", policies=["elbert", "confidence"],
-                              wallclock_examples=8)
+    report = sweep_checkpoint(c, tmp_path / "run", policies=["elbert"], wallclock_examples=4,
+                              batch_size=0)
     op = report["operating_points"]["elbert"]
-    assert op["batched"]["accuracy"] == pytest.approx(op["accuracy"])
     assert op["wallclock"]["avg_exit_layer"] >= 1.0  # the batch-1 runner ran it too
-    recs = load_predictor(tmp_path / "run")(["a fine film", "not good at all"])
-    assert all(r["exit_layer"] in (1, 2) for r in recs)
+    # the batched engine (through the predictor, at the sweep's point) = the simulated exits
+    from jaxit.data import get_task
+    from jaxit.train.pipeline import load_split
+
+    dev = load_split(c, get_task("synthetic"), "dev", 0)
+    res = load_predictor(tmp_path / "run").predict([e.text_a for e in dev],
+                                                   labels=[e.label for e in dev])
+    assert res.summary["accuracy"] == pytest.approx(op["accuracy"])
+    assert res.summary["avg_exit_layer"] == pytest.approx(op["avg_exit_layer"], abs=1e-4)
