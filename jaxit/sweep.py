@@ -15,13 +15,13 @@ from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.evaluate_exits import (
     ExitTrace,
     collect_layer_outputs,
-    default_thresholds,
     exit_report,
     measure_wallclock,
     simulate_exits,
 )
 from jaxit.inference.policies import REGRESSION_PATIENCE_DELTA, policy_for  # noqa: F401
 from jaxit.inference.runner import EarlyExitRunner
+from jaxit.inference.sweep_grid import refine_thresholds, sweep_thresholds
 from jaxit.inference.throughput import measure_throughput
 
 DEFAULT_POLICIES = ("confidence", "entropy", "patience")
@@ -92,11 +92,12 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
             continue
         if name == "dact" and trace.halting is None:
             continue
-        thresholds = default_thresholds(name)
+        make = (lambda t, name=name: policy_for(name, t, L, trace.is_regression))
         if name == "dact" and not trace.is_regression:
             thresholds = [0.0]  # the halting bound has no threshold for classification
-        sweeps[name] = (lambda t, name=name: policy_for(name, t, L, trace.is_regression),
-                        thresholds)
+        else:  # the model's own score quantiles, refined where the average exit jumps
+            thresholds = refine_thresholds(trace, make, sweep_thresholds(trace, name))
+        sweeps[name] = (make, thresholds)
     report = exit_report(cfg, trace, sweeps, out_dir, metric=metric, title=title)
     full = report["full_model_score"]
     if trace.halting is not None and trace.labels is not None:
