@@ -106,6 +106,23 @@ def load_trained_run(path, checkpoint: str | int = "best") -> TrainedRun:
     return _load_workdir(root, checkpoint)
 
 
+def run_config(path):
+    """The config (ml_collections) of the run in `path` without loading any weights: a
+    workdir's hparams.json or an export's jaxit_run.json. RunError if it is neither."""
+    import ml_collections
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise RunError(f"{path} does not exist" if not root.exists() else
+                       f"{path} is a file, not a run directory")
+    for name, key in ((EXPORT_META, "config"), ("hparams.json", None)):
+        if (root / name).is_file():
+            d = json.loads((root / name).read_text())
+            return ml_collections.ConfigDict(d[key] if key else d)
+    raise RunError(f"{path} is not a jaxit run: it has no hparams.json (a `jaxit train` "
+                   f"workdir) and no {EXPORT_META} (a `jaxit export` directory)")
+
+
 def _load_workdir(root: Path, checkpoint) -> TrainedRun:
     import jax
 
