@@ -96,7 +96,8 @@ def run_sweep(setup, params, out_dir, policies: Sequence[str] = DEFAULT_POLICIES
         if name == "dact" and not trace.is_regression:
             thresholds = [0.0]  # the halting bound has no threshold for classification
         else:  # the model's own score quantiles, refined where the average exit jumps
-            thresholds = refine_thresholds(trace, make, sweep_thresholds(trace, name))
+            thresholds = refine_thresholds(trace, make, sweep_thresholds(trace, name),
+                                           name=name)
         sweeps[name] = (make, thresholds)
     report = exit_report(cfg, trace, sweeps, out_dir, metric=metric, title=title)
     full = report["full_model_score"]

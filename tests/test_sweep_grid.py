@@ -31,7 +31,8 @@ def _avg_exits(trace, name, thresholds):
 def test_curve_spans_every_layer_in_small_steps(name):
     trace = _trace(lte=name == "lte")
     make = lambda t: policy_for(name, t, L)
-    grid = refine_thresholds(trace, make, sweep_thresholds(trace, name), max_gap=0.25)
+    grid = refine_thresholds(trace, make, sweep_thresholds(trace, name), max_gap=0.25,
+                             name=name)
     avg = _avg_exits(trace, name, grid)
     assert min(avg) == pytest.approx(1.0) and max(avg) == pytest.approx(float(L))
     steps = np.abs(np.diff(sorted(avg)))
@@ -54,3 +55,20 @@ def test_patience_and_dact_keep_their_grids():
     trace = _trace()
     assert sweep_thresholds(trace, "patience") == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert sweep_thresholds(trace, "dact") == [float(t) for t in default_thresholds("dact")]
+
+
+def test_thresholds_keep_a_margin_to_every_score():
+    """A threshold never sits within MIN_CUT_GAP / 2 of a score the rule compares (the device
+    computes scores in float32: a threshold next to one could flip its exit)."""
+    from jaxit.inference.sweep_grid import MIN_CUT_GAP
+
+    trace = _trace()
+    for name in ("entropy", "confidence", "normalized_entropy"):
+        scores = np.unique(rule_scores(trace, name))
+        make = lambda t, name=name: policy_for(name, t, L)
+        grid = refine_thresholds(trace, make, sweep_thresholds(trace, name), name=name)
+        fixed = set(default_thresholds(name))
+        for t in grid:
+            if t in fixed or t == 0.0:
+                continue
+            assert np.abs(scores - t).min() >= MIN_CUT_GAP / 2 - 1e-7, (name, t)

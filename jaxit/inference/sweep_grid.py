@@ -7,7 +7,9 @@ quantiles of the rule's own per-layer score over the dev examples (layers 1..L-1
 that can exit early), adds the two ends (nothing exits early / everything exits at layer 1)
 and the fixed grid, then `refine_thresholds` bisects wherever two neighbouring thresholds'
 average exit layers differ by more than `max_gap`, so the curve runs from about 1 to L in
-small steps. Thresholds are float32 values, as the rules compare in float32.
+small steps. Every threshold taken from the data is a cut point: the midpoint between two
+neighbouring distinct scores at least MIN_CUT_GAP apart, never next to a score (the device
+computes the scores in float32 and must take the same decisions as the host's sweep).
 """
 
 from __future__ import annotations
@@ -37,32 +39,43 @@ def rule_scores(trace: ExitTrace, name: str) -> np.ndarray | None:
     return ent if name == "entropy" else ent / np.log(p.shape[-1])
 
 
-def _f32_above(x) -> float:
-    return float(np.nextafter(np.float32(x), np.float32(np.inf)))
+# cuts between score values closer than this are skipped: the device computes the scores in
+# float32 and could put an example on the other side of such a threshold than the host does
+MIN_CUT_GAP = 1e-5
+
+
+def cut_points(scores: np.ndarray) -> np.ndarray:
+    """Midpoints between consecutive distinct score values at least MIN_CUT_GAP apart: every
+    threshold there has the largest margin to the data that separates the same examples."""
+    u = np.unique(np.asarray(scores, np.float64).ravel())
+    ok = np.diff(u) >= MIN_CUT_GAP
+    return ((u[:-1] + u[1:]) / 2)[ok]
 
 
 def sweep_thresholds(trace: ExitTrace, name: str, num_quantiles: int = 24) -> list[float]:
-    """The thresholds to sweep for rule `name`: the fixed grid, the quantiles of the rule's
-    own scores and both ends (module docstring); the fixed grid alone for rules without a
-    per-layer score (patience: 0..L-1, DACT)."""
+    """The thresholds to sweep for rule `name`: the fixed grid, cut points at the quantiles
+    of the rule's own scores and both ends (module docstring); the fixed grid alone for rules
+    without a per-layer score (patience: also 0..L-1; DACT)."""
     fixed = [float(t) for t in default_thresholds(name)]
     if name == "patience":
         return sorted(set(fixed) | {float(p) for p in range(trace.num_layers)})
     scores = rule_scores(trace, name)
     if scores is None or scores.size == 0:
         return fixed
-    q = np.quantile(scores, np.linspace(0.0, 1.0, num_quantiles))
-    if _RULES[name] == "ge":  # score >= t exits: t = q lets the scores >= q out
-        grid = [float(np.float32(v)) for v in q] + [_f32_above(scores.max())]
-    else:  # score < t exits: just above q lets the scores <= q out
-        grid = [_f32_above(v) for v in q] + [0.0]
-    return sorted(set(fixed) | set(grid))
+    cuts = cut_points(scores)
+    picked = cuts[np.unique(np.round(np.linspace(0, len(cuts) - 1, num_quantiles)).astype(int))] \
+        if len(cuts) else cuts
+    ends = [0.0, float(scores.max()) + 1e-3]  # (ge) all exit / none; (lt) none / all
+    return sorted(set(fixed) | {float(np.float32(t)) for t in picked} | set(ends))
 
 
 def refine_thresholds(trace: ExitTrace, make_policy: Callable, thresholds, max_gap: float = 0.25,
-                      max_points: int = 64) -> list[float]:
-    """`thresholds` plus midpoints wherever neighbouring thresholds' average exit layers
-    differ by more than `max_gap` (at most `max_points` in all)."""
+                      max_points: int = 64, name: str | None = None) -> list[float]:
+    """`thresholds` plus cut points wherever neighbouring thresholds' average exit layers
+    differ by more than `max_gap` (at most `max_points` in all). `name`: the rule, whose
+    scores give the cut points (None: plain midpoints)."""
+    scores = rule_scores(trace, name) if name else None
+    cuts = cut_points(scores) if scores is not None and scores.size else None
     avg = {float(t): float(simulate_exits(trace, make_policy(t))[0].mean())
            for t in thresholds}
     stuck: set = set()
@@ -73,8 +86,12 @@ def refine_thresholds(trace: ExitTrace, make_policy: Callable, thresholds, max_g
         if not gaps:
             break
         _, a, b = max(gaps)
-        mid = float(np.float32((a + b) / 2))
-        if mid in (a, b):  # float32 cannot split them: one score value is the jump
+        if cuts is not None:
+            inside = cuts[(cuts > a) & (cuts < b)]
+            mid = float(np.float32(inside[len(inside) // 2])) if len(inside) else a
+        else:
+            mid = float(np.float32((a + b) / 2))
+        if mid <= a or mid >= b:  # nothing separates them: one score value is the jump
             stuck.add((a, b))
             continue
         avg[mid] = float(simulate_exits(trace, make_policy(mid))[0].mean())
