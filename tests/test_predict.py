@@ -179,7 +179,7 @@ def test_cli_formats_order_and_stdin(run_dir, dev, tmp_path):
     assert "examples/s" in proc.stderr and "FLOPs speed-up" in proc.stderr
 
 
-def test_cli_pairs_and_bad_inputs(run_dir, tmp_path):
+def test_cli_pairs_and_bad_inputs(run_dir, tmp_path, monkeypatch):
     pair_run = tmp_path / "pair_run"
     shutil.copytree(run_dir, pair_run)
     hp = json.loads((pair_run / "hparams.json").read_text())
@@ -192,18 +192,27 @@ def test_cli_pairs_and_bad_inputs(run_dir, tmp_path):
                                                                            "not_entailment")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("fine\ncaf\xe9 cr\xe8me\n".encode("latin-1"))
-    cases = [
+    cases = [  # through the command: one line, exit status 2, no traceback
         ([f"--workdir={run_dir}", f"--input={bad}"], "line 2 is not valid UTF-8"),
         ([f"--workdir={tmp_path}", f"--input={pairs}"], "is not a jaxit run"),
-        ([f"--workdir={run_dir}", f"--input={tmp_path / 'missing.txt'}"], "does not exist"),
-        ([f"--workdir={run_dir}", f"--input={pairs}", "--format=tsv"], "no column 'text'"),
-        ([f"--workdir={run_dir}", f"--input={pairs}", "--policy=lte"], "learning-to-exit"),
     ]
     for args, msg in cases:
         p = jaxit("predict", *args, check=False)
         assert p.returncode == 2, (args, p.stderr)
         assert msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # the rest in-process: the command prints any of these error types the same way
+    monkeypatch.setenv("JAXIT_CACHE_DIR", "off")  # no persistent cache in the test process
+    from jaxit.cli import _user_errors
+    from jaxit.predict_cli import run_predict
+
+    for kwargs, msg in [
+        (dict(input_path=str(tmp_path / "missing.txt")), "does not exist"),
+        (dict(input_path=str(pairs), fmt="tsv"), "no column 'text'"),
+        (dict(input_path=str(pairs), policy="lte"), "learning-to-exit"),
+    ]:
+        with pytest.raises(_user_errors(), match=msg):
+            run_predict(workdir=str(run_dir), **kwargs)
 
 
 @pytest.fixture(scope="module")
