@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxit.encoders.config import config_to_hf_dict
-from jaxit.encoders.weights import params_to_state_dict
+from jaxit.encoders.weights import copy_tokenizer_files, params_to_state_dict
 from jaxit.inference.trained_run import (
     EXPORT_FORMAT,
     EXPORT_HEADS,
@@ -40,8 +40,6 @@ from jaxit.inference.trained_run import (
 HF_CLASSES = {"bert": "BertForSequenceClassification",
               "roberta": "RobertaForSequenceClassification",
               "albert": "AlbertForSequenceClassification"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                   "special_tokens_map.json", "merges.txt", "vocab.json", "spiece.model")
 
 
 def hf_state_dict(run: TrainedRun) -> dict[str, np.ndarray]:
@@ -119,13 +117,7 @@ def export_run(run: TrainedRun, out_dir) -> Path:
 
 def _write_tokenizer(run: TrainedRun, out: Path) -> None:
     src = Path(str(run.config.tokenizer or run.config.model))
-    copied = False
-    if src.is_dir():
-        for f in TOKENIZER_FILES:
-            if (src / f).is_file():
-                shutil.copyfile(src / f, out / f)
-                copied = True
-    if not copied:  # e.g. the synthetic tokenizer: only the `tokenizers` object exists
+    if not (src.is_dir() and copy_tokenizer_files(src, out)):  # e.g. the synthetic tokenizer: only the `tokenizers` object exists
         run.tokenizer.save(str(out / "tokenizer.json"))
         specials = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                     "unk_token": "[UNK]", "mask_token": "[MASK]"}

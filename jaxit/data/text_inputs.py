@@ -79,8 +79,7 @@ def parse_rows(text: str, fmt: str, num_texts: int, text_fields: Sequence[str] =
     if fmt == "text":
         return [_text_row(line, num_texts) for line in _lines(text)]
     if fmt == "jsonl":
-        return [_json_row(line, i + 1, text_fields, label_field) for i, line in
-                enumerate(_lines(text))]
+        return [_json_row(line, text_fields, label_field) for line in _lines(text)]
     return _table_rows(text, fmt, text_fields, label_field, name)
 
 
@@ -114,7 +113,7 @@ def _text_row(line: str, num_texts: int) -> InputRow:
     return check_texts(parts, 2)
 
 
-def _json_row(line: str, lineno: int, fields: Sequence[str], label_field) -> InputRow:
+def _json_row(line: str, fields: Sequence[str], label_field) -> InputRow:
     if not line.strip():
         return InputRow(None, error="empty line")
     try:
@@ -181,15 +180,12 @@ def read_input(path: str, num_texts: int, fmt: str | None = None,
 def encode_texts(tokenizer, texts: Sequence[tuple[str, ...]], max_length: int
                  ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     """(input_ids, token_type_ids, truncated [N] bool) of single texts or pairs, truncated
-    longest-first to `max_length` (as `tokenize_examples`)."""
-    from jaxit.data.tokenize import _truncating_copy
+    longest-first to `max_length` (`tokenize_examples`, as training does)."""
+    from jaxit.data.example import Example
+    from jaxit.data.tokenize import tokenize_examples
 
-    tok = _truncating_copy(tokenizer, max_length)
-    ids, types, cut = [], [], []
-    if texts:
-        batch = [t[0] if len(t) == 1 else (t[0], t[1]) for t in texts]
-        for enc in tok.encode_batch(batch, add_special_tokens=True):
-            ids.append(np.asarray(enc.ids, np.int32))
-            types.append(np.asarray(enc.type_ids, np.int32))
-            cut.append(bool(enc.overflowing))
-    return ids, types, np.asarray(cut, bool)
+    if not texts:
+        return [], [], np.zeros((0,), bool)
+    ds = tokenize_examples(tokenizer, None, [Example(t[0], t[1] if len(t) > 1 else None)
+                                             for t in texts], max_length)
+    return ds.input_ids, ds.token_type_ids, ds.truncated

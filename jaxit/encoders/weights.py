@@ -376,9 +376,19 @@ def save_pretrained(
               metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config_to_hf_dict(cfg), indent=2))
     if tokenizer_from is not None:
-        src = resolve_checkpoint(tokenizer_from)
-        for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-                  "merges.txt", "vocab.json", "spiece.model"):
-            if (src / f).is_file():
-                (out / f).write_bytes((src / f).read_bytes())
+        copy_tokenizer_files(resolve_checkpoint(tokenizer_from), out)
     return out
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                   "special_tokens_map.json", "merges.txt", "vocab.json", "spiece.model")
+
+
+def copy_tokenizer_files(src: Path, out: Path) -> bool:
+    """Copies the Hugging Face tokenizer files found in `src` to `out`; whether any was."""
+    copied = False
+    for f in TOKENIZER_FILES:
+        if (src / f).is_file():
+            (out / f).write_bytes((src / f).read_bytes())
+            copied = True
+    return copied

@@ -107,7 +107,6 @@ class BatchedEngine:
         self._pool_slots = pool_slots
         self._pools: dict[int, jax.Array] = {}
         self._compiled: dict = {}
-        self._warm: set = set()
         self.trace_counts: dict = {}
         rep = NamedSharding(self.mesh, P())
         self._static = jax.jit(make_static_step(encoder, self.spec, self.trace_counts),
@@ -199,38 +198,29 @@ class BatchedEngine:
 
     # ------------------------------------------------------------------ warm-up
 
-    def warmup(self, *policies, static: bool = True, adaptive: bool = True,
-               buckets=None) -> None:
-        """Compiles (and runs once, on scratch rows) every dispatch the policies' rules use
-        (default: NeverExit) and, with `static`, the static model's, for every batch size and
-        every bucket (or the bucket indices in `buckets`); nothing compiles afterwards.
-        Executables an earlier warm-up ran are skipped. (Compiling ahead of time in threads
-        measured 13 % faster on 2 cores but retraced at the first call: not used.)"""
-        ks = range(len(self.buckets)) if buckets is None else sorted({int(k) for k in buckets})
-        empty = [[] for _ in range(self.ndev)]
-        first = "embed" if self.spec.has_cp else "first"
+    def warmup(self, *policies, static: bool = True) -> None:
+        """Compiles (and runs once, on scratch rows) every dispatch the policies' rules use,
+        for every bucket and batch size, and with `static` the static model's; nothing
+        compiles afterwards. Default: NeverExit. (Compiling ahead of time in threads measured
+        13 % faster on 2 cores but retraced at the first call: not used.)"""
         rules = {}
-        for p in (policies or (NeverExit(),)) if adaptive else ():
+        for p in policies or (NeverExit(),):
             rule = self.rule_for(p)
             rules[rule.static_key] = rule
-        for key, rule in rules.items():
-            for k in ks:
+        empty = [[] for _ in range(self.ndev)]
+        first = "embed" if self.spec.has_cp else "first"
+        for rule in rules.values():
+            for k in range(len(self.buckets)):
                 for b in self.batch_sizes:
                     for kind in (first, "layer"):
-                        if (kind, k, b, key) not in self._warm:
-                            run = EngineRun(self, rule, [], None)
-                            np.asarray(run.dispatch(kind, 1, k, empty, b)[-1])
-                            self._warm.add((kind, k, b, key))
+                        run = EngineRun(self, rule, [], None)
+                        np.asarray(run.dispatch(kind, 1, k, empty, b)[-1])
         if static:
-            self._warm_static([(k, b) for k in ks for b in self.batch_sizes])
-
-    def _warm_static(self, pairs) -> None:
-        for k, b in pairs:
-            if ("static", k, b) not in self._warm:
-                ids = np.zeros((3, self.ndev * b, self.buckets[k]), np.int32)
-                np.asarray(self._static(self._embed, self._layers, self._final,
-                                        jax.device_put(ids, self._ids_sharding)))
-                self._warm.add(("static", k, b))
+            for t in self.buckets:
+                for b in self.batch_sizes:
+                    ids = np.zeros((3, self.ndev * b, t), np.int32)
+                    np.asarray(self._static(self._embed, self._layers, self._final,
+                                            jax.device_put(ids, self._ids_sharding)))
 
     # ------------------------------------------------------------------ running
 

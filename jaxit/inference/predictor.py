@@ -7,7 +7,7 @@ prints, one record per input, through the batched engine.
 
 The exit rule is, in order: the `policy`/`threshold` given; else the operating point of the
 run's `jaxit sweep` with the largest FLOPs speed-up (all are within the sweep's tolerance of
-the full model); else, for a run that was never swept, DEFAULT_UNSWEPT: DACT's own halting
+the full model); else, for a run that was never swept: DACT's own halting
 bound for DACT runs, confidence >= 0.9 for other multi-exit classifiers, patience 2 for
 multi-exit regressors, and the full model for runs without exit heads. Token dropping uses
 the trained η times `eta_scale` (default 1). When nothing exits early and no token is
@@ -38,8 +38,6 @@ POLICY_NAMES = ("never", "confidence", "entropy", "normalized_entropy", "patienc
                 "elbert", "dact", "fixed")
 DEFAULT_THRESHOLDS = {"confidence": 0.9, "entropy": 0.3, "normalized_entropy": 0.3,
                       "patience": 3, "lte": 0.5, "elbert": 0.5, "dact": 0.0}
-DEFAULT_UNSWEPT = "dact (DACT runs), confidence 0.9 (multi-exit classifiers), patience 2 " \
-                  "(multi-exit regressors), never (no exit heads)"
 
 
 @dataclasses.dataclass
@@ -223,8 +221,9 @@ class Predictor:
                   ) -> dict:
         """Totals of a prediction run: counts, errors by kind, truncated texts, wall time and
         examples/s (with and without the compilation of this call; with a warm compilation
-        cache it is loading, not compiling), average exit layer, kept tokens (tokens the layers ran on / tokens they would have run
-        on without dropping), FLOPs speed-up, and the task metric where labels were given."""
+        cache it is loading, not compiling), average exit layer, kept tokens (tokens the
+        layers ran on / tokens they would have run on without dropping), FLOPs speed-up, and
+        the task metric where labels were given."""
         n_ok = stats.count
         out = {"inputs": len(rows), "predicted": n_ok,
                "errors": dict(Counter(r.error.split(" (")[0] for r in rows if r.error)),
@@ -273,18 +272,14 @@ class Predictor:
 
 
 def _label_id(task, y: str):
-    """A gold label as the model's output space: a class name or id, or a float value."""
-    y = y.strip()
-    if task.is_regression:
-        try:
-            return float(y)
-        except ValueError:
-            return None
-    if y in task.label_names:
-        return task.label_names.index(y)
-    if y.lstrip("-").isdigit() and 0 <= int(y) < task.num_labels:
-        return int(y)
-    return None
+    """A gold label in the model's output space (`parse_label`: a class name or id, or a
+    value); None when it is not one."""
+    from jaxit.data.example import DataFormatError, parse_label
+
+    try:
+        return parse_label(y, task, None, "label")
+    except DataFormatError:
+        return None
 
 
 class _Totals:

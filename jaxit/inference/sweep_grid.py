@@ -21,9 +21,8 @@ import numpy as np
 
 from jaxit.inference.evaluate_exits import ExitTrace, default_thresholds, simulate_exits
 
-# rule -> (direction, score): "ge" exits when score >= t, "lt" when score < t
-_RULES = {"confidence": "ge", "lte": "ge", "entropy": "lt", "normalized_entropy": "lt",
-          "elbert": "lt"}
+# the threshold rules with a per-layer score (ELBERT's δ compares the normalised entropy)
+_RULES = ("confidence", "lte", "entropy", "normalized_entropy", "elbert")
 
 
 def rule_scores(trace: ExitTrace, name: str) -> np.ndarray | None:
@@ -65,7 +64,7 @@ def sweep_thresholds(trace: ExitTrace, name: str, num_quantiles: int = 24) -> li
     cuts = cut_points(scores)
     picked = cuts[np.unique(np.round(np.linspace(0, len(cuts) - 1, num_quantiles)).astype(int))] \
         if len(cuts) else cuts
-    ends = [0.0, float(scores.max()) + 1e-3]  # (ge) all exit / none; (lt) none / all
+    ends = [0.0, float(scores.max()) + 1e-3]  # below / above every score: the curve's ends
     return sorted(set(fixed) | {float(np.float32(t)) for t in picked} | set(ends))
 
 

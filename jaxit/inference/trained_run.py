@@ -90,20 +90,25 @@ def load_trained_run(path, checkpoint: str | int = "best") -> TrainedRun:
     """The run in `path` (a `jaxit train` workdir or a `jaxit export` directory) at
     `checkpoint`: "best", "latest" or a step number (workdirs only). Raises RunError, with
     what is wrong, for a directory that is neither."""
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise RunError(f"{path} does not exist")
-    if not root.is_dir():
-        raise RunError(f"{path} is a file, not a run directory")
+    root = _run_dir(path)
     if (root / EXPORT_META).is_file():
         if str(checkpoint) not in ("best", "latest"):
             raise RunError(f"{path} is an exported run (one checkpoint): --checkpoint does not "
                            "apply")
         return _load_export(root)
-    if not (root / "hparams.json").is_file():
+    return _load_workdir(root, checkpoint)
+
+
+def _run_dir(path) -> Path:
+    """`path` as a Path, after checking it holds a workdir or an export (else RunError)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise RunError(f"{path} does not exist" if not root.exists() else
+                       f"{path} is a file, not a run directory")
+    if not ((root / EXPORT_META).is_file() or (root / "hparams.json").is_file()):
         raise RunError(f"{path} is not a jaxit run: it has no hparams.json (a `jaxit train` "
                        f"workdir) and no {EXPORT_META} (a `jaxit export` directory)")
-    return _load_workdir(root, checkpoint)
+    return root
 
 
 def run_config(path):
@@ -111,16 +116,10 @@ def run_config(path):
     workdir's hparams.json or an export's jaxit_run.json. RunError if it is neither."""
     import ml_collections
 
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise RunError(f"{path} does not exist" if not root.exists() else
-                       f"{path} is a file, not a run directory")
-    for name, key in ((EXPORT_META, "config"), ("hparams.json", None)):
-        if (root / name).is_file():
-            d = json.loads((root / name).read_text())
-            return ml_collections.ConfigDict(d[key] if key else d)
-    raise RunError(f"{path} is not a jaxit run: it has no hparams.json (a `jaxit train` "
-                   f"workdir) and no {EXPORT_META} (a `jaxit export` directory)")
+    root = _run_dir(path)
+    if (root / EXPORT_META).is_file():
+        return ml_collections.ConfigDict(json.loads((root / EXPORT_META).read_text())["config"])
+    return ml_collections.ConfigDict(json.loads((root / "hparams.json").read_text()))
 
 
 def _load_workdir(root: Path, checkpoint) -> TrainedRun:
@@ -147,7 +146,7 @@ def _load_workdir(root: Path, checkpoint) -> TrainedRun:
 def _model_parts(config, root: Path):
     """(task, tokenizer, encoder) of a run's config; a missing model directory is a RunError."""
     from jaxit.data import get_task
-    from jaxit.encoders import EncoderConfig, load_config, make_encoder
+    from jaxit.encoders import load_config, make_encoder
     from jaxit.train.pipeline import load_encoder, load_run_tokenizer, truncate_layers
 
     task = get_task(config.task)
@@ -164,7 +163,6 @@ def _model_parts(config, root: Path):
         raise RunError(f"{root}: the run's model or tokenizer ({config.model!r} in its "
                        f"hparams.json) cannot be read: {e}. Run from the directory it was "
                        "trained in, or use a `jaxit export` directory (self-contained)") from None
-    assert isinstance(enc_cfg, EncoderConfig)
     return task, tokenizer, make_encoder(enc_cfg)
 
 

@@ -29,12 +29,10 @@ from jaxit.heads import all_exit_heads, pool_features, stacked_heads
 from jaxit.inference.policies import layer_output
 
 
-def cls_attention_and_outputs(encoder: Encoder, params: dict, ids: np.ndarray,
-                              types: np.ndarray, pooling: str = "cls"):
-    """One example's per-layer [CLS] attention rows and exit outputs: ids, types [n] ->
-    (attention [L, n] (head mean), outputs [L, C] (logits of every layer's exit head))."""
-    batch = Batch(jnp.asarray(ids)[None], jnp.asarray(types)[None],
-                  jnp.ones((1, len(ids)), jnp.int32))
+def cls_attention_fn(encoder: Encoder, pooling: str = "cls"):
+    """A jitted fn(params, batch of one example) -> (attention [L, n] (head mean of the
+    [CLS] query's row), outputs [L, C] (every layer's exit-head logits)); build it once and
+    call it per example (one compile per length)."""
 
     @jax.jit
     def run(p, b):
@@ -50,7 +48,14 @@ def cls_attention_and_outputs(encoder: Encoder, params: dict, ids: np.ndarray,
         outs, _ = all_exit_heads(stacked_heads(p["heads"]), jnp.stack(states))
         return jnp.stack(rows), outs[:, 0]
 
-    att, outs = run(params, batch)
+    return run
+
+
+def cls_attention_and_outputs(fn, params: dict, ids: np.ndarray, types: np.ndarray):
+    """`fn` (from `cls_attention_fn`) on one example's ids, types [n], as float64 numpy."""
+    batch = Batch(jnp.asarray(ids)[None], jnp.asarray(types)[None],
+                  jnp.ones((1, len(ids)), jnp.int32))
+    att, outs = fn(params, batch)
     return np.asarray(att, np.float64), np.asarray(outs, np.float64)
 
 
@@ -74,8 +79,9 @@ def elbert_records(encoder, params, examples: Sequence, tokens: Sequence[Sequenc
     """One record per (ids, types) example: tokens, cumulative attention [L, n], class
     probabilities [L, C], the exit layer under `policy`, and each layer's answer."""
     records = []
+    fn = cls_attention_fn(encoder, pooling)
     for (ids, types), toks in zip(examples, tokens):
-        att, outs = cls_attention_and_outputs(encoder, params, ids, types, pooling)
+        att, outs = cls_attention_and_outputs(fn, params, ids, types)
         z = np.exp(outs - outs.max(-1, keepdims=True))
         probs = z / z.sum(-1, keepdims=True)
         records.append({"tokens": list(toks), "cumulative_attention": cumulative_attention(att),
