@@ -21,7 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.truncate_layers = 0
     # Tokenizer: "" reads it from `model`; "synthetic" is the demo task's word tokenizer.
     c.tokenizer = ""
-    # Task name from the registry (jaxit.data.tasks), e.g. sst2, mrpc, stsb, rte, synthetic.
+    # Task name from the registry (jaxit.data.tasks), e.g. sst2, mrpc, stsb, rte, synthetic;
+    # or "custom": your own files, described by the data.*_file fields below.
     c.task = "sst2"
 
     c.data = ml_collections.ConfigDict()
@@ -37,6 +38,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_eval_examples = 0  # 0 = all
     c.data.synthetic_train = 4000  # synthetic task sizes
     c.data.synthetic_dev = 1000
+    # task=custom (jaxit.data.custom): your own CSV/TSV/JSONL/parquet files, one per split.
+    c.data.train_file = ""  # custom: training file (read for data.train_split "train")
+    c.data.dev_file = ""  # custom: dev file (data.eval_split "dev"; the sweep's dev scores)
+    c.data.test_file = ""  # custom: optional test file (split "test")
+    c.data.format = ""  # custom: csv | tsv | jsonl | parquet; "" = from the file extension
+    # custom: the text column(s)/key(s): "text"; a pair "question,sentence"; fields joined
+    # with a space into one text "title+description"; 0-based positions ("1+2") for a
+    # CSV/TSV without a header (a file is read header-less when every field is a position).
+    c.data.text_fields = "text"
+    c.data.label_field = "label"  # custom: the label column/key (or its 0-based position)
+    # custom: class names in id order, comma-separated ("World,Sports,Business,Sci/Tech");
+    # "" = inferred from train_file (sorted; numerically if integers) and saved in the run.
+    # File labels may be names (case and separators ignored) or 0-/1-based integer ids.
+    c.data.labels = ""
+    c.data.label_base = -1  # custom: integer labels count from 0 or 1; -1 = from train_file
+    c.data.regression = False  # custom: the label is a number (metrics pearson, spearman)
+    c.data.label_range = ""  # custom regression: "low,high"; "" = train_file's min,max
 
     # Method: "finetune", or an adaptive method (see jaxit.methods.registry.method_names()).
     c.method = ml_collections.ConfigDict()

@@ -22,10 +22,10 @@ def run_predict(workdir: str, input_path: str, output: str | None = None,
     """Predicts every example of `input_path` ("-" = stdin) with the run in `workdir`; writes
     one JSON record per example, in input order, to `output` (None = stdout), streamed chunk
     by chunk, and the summary to stderr. Returns the summary."""
-    from jaxit.data import get_task
+    from jaxit.data.custom import task_for_config
     from jaxit.inference.trained_run import run_config
 
-    task = get_task(run_config(workdir).task)  # the input is read (and checked) first
+    task = task_for_config(run_config(workdir))  # the input is read (and checked) first
     fmt = fmt or guess_format(input_path)
     fields = list(text_fields or (task.text_fields if fmt != "text" else ()))
     rows = read_input(input_path, 2 if task.is_pair else 1, fmt, fields, label_field)

@@ -37,11 +37,16 @@ def where(path, line: int | None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
+def label_key(name) -> str:
+    """A label name compared ignoring case and separators ("Written work" = "WrittenWork")."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
 def parse_label(raw, task: TaskSpec, values: Sequence[str] | None, at: str) -> int | float | None:
     """Turns a raw label (string from a file, or int/float from a record) into a label id
     (classification) or a float (regression). `values` are the raw strings in id order (None:
     the task's label names; then a decimal string is read as an id). None / "" / -1 mean
-    unlabeled and give None. Raises
+    unlabeled and give None. A name matches ignoring case and separators. Raises
     DataFormatError, naming `at`, the label and the allowed labels, for anything else."""
     if raw is None or (isinstance(raw, str) and raw.strip() in ("", "-")):
         return None
@@ -81,5 +86,8 @@ def parse_label(raw, task: TaskSpec, values: Sequence[str] | None, at: str) -> i
         return allowed.index(s)
     if values is not None and s in names:  # e.g. an HF export that writes label names
         return list(names).index(s)
+    keys = [label_key(n) for n in names]
+    if label_key(s) and keys.count(label_key(s)) == 1:  # "written work" = "WrittenWork"
+        return keys.index(label_key(s))
     raise DataFormatError(f"{at}: label {s!r} is not in the label set of task {task.name}: "
                           f"allowed labels {allowed}")

@@ -68,13 +68,19 @@ def _data_dir(data_dir) -> Path:
 def local_split_path(task: str | TaskSpec, split: str, data_dir=None) -> Path:
     """The file that holds `split` of `task` in the local layout. Raises FileNotFoundError
     naming the path(s) tried and the files that are there."""
+    return local_split_file(task, split, data_dir)[0]
+
+
+def local_split_file(task: str | TaskSpec, split: str, data_dir=None):
+    """(path, LocalFile): the first of the split's layouts whose file exists (see
+    `local_split_path`)."""
     task = get_task(task)
     split = task.resolve_split(split)
     if task.local is None:
         raise ValueError(f"task {task.name} has no local file layout; use source='hf' or "
                          f"'tfds'" + (" or 'synthetic'" if task.name == "synthetic" else ""))
-    lf = task.local.file_for(split)
-    if lf is None:
+    lfs = task.local.files_for(split)
+    if not lfs:
         have = [s for s, _ in task.local.files]
         raise ValueError(f"task {task.name} has no local file for split {split!r}; local "
                          f"splits: {', '.join(have)}")
@@ -83,10 +89,11 @@ def local_split_path(task: str | TaskSpec, split: str, data_dir=None) -> Path:
     if not folder.is_dir():
         raise FileNotFoundError(f"task folder {folder} not found (task {task.name}, data dir "
                                 f"{root})")
-    for name in lf.filenames:
-        if (folder / name).is_file():
-            return folder / name
-    tried = [str(folder / n) for n in lf.filenames]
+    for lf in lfs:
+        for name in lf.filenames:
+            if (folder / name).is_file():
+                return folder / name, lf
+    tried = [str(folder / n) for lf in lfs for n in lf.filenames]
     present = sorted(p.name for p in folder.iterdir() if p.is_file())
     others = [s for s, f in task.local.files
               if s != split and any(n in present for n in f.filenames)]
@@ -115,10 +122,9 @@ def load_split(task: str | TaskSpec, split: str, source: str = "local", data_dir
         ex = train if split == "train" else dev
         return LoadedSplit(task, split, source, ex, f"synthetic(seed={seed})", {})
     if source == "local":
-        path = local_split_path(task, split, data_dir)
-        lf = task.local.file_for(split)
-        if lf.format == "tsv":
-            ex, dropped = READERS["tsv"](path, lf, task, split, on_bad_row)
+        path, lf = local_split_file(task, split, data_dir)
+        if lf.format in ("tsv", "news_csv"):
+            ex, dropped = READERS[lf.format](path, lf, task, split, on_bad_row)
         else:
             ex, dropped = READERS[lf.format](path, task, split, on_bad_row)
         origin = str(path)

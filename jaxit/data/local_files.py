@@ -222,4 +222,36 @@ def read_eraser(path: Path, task: TaskSpec, split: str,
     return examples, dict(probs.dropped)
 
 
-READERS = {"tsv": read_tsv, "hatexplain": read_hatexplain, "eraser": read_eraser}
+def read_news_csv(path: Path, lf: LocalFile, task: TaskSpec, split: str,
+                  on_bad_row: str = "raise") -> tuple[list[Example], dict]:
+    """The char-CNN CSVs of AG News / DBpedia as distributed: quoted CSV (commas and
+    newlines inside quotes), columns label, title, text, with or without the Kaggle header
+    ("Class Index,Title,Description"); the text columns are joined with a space."""
+    from jaxit.data.tables import read_table
+
+    table = read_table(path, "csv", header=False)
+    rows = table.rows
+    if rows and not str(rows[0][1].get(lf.label_column, "")).strip().isdigit():
+        rows = rows[1:]  # the Kaggle copies' header row
+    probs = _Problems(on_bad_row)
+    examples = []
+    for line, rec in rows:
+        at = where(path, line)
+        if len(rec) != lf.num_columns:
+            probs.bad(f"{at}: expected {lf.num_columns} comma-separated columns (label, title, "
+                      f"text), found {len(rec)}")
+            continue
+        text = " ".join(rec[c].strip() for c in lf.text_columns if rec[c].strip())
+        if not text:
+            probs.bad(f"{at}: empty title and text")
+            continue
+        try:
+            label = parse_label(rec[lf.label_column], task, lf.label_values, at)
+        except DataFormatError as e:
+            probs.bad(str(e))
+            continue
+        examples.append(Example(text, None, label, f"{split}-{line}"))
+    return examples, dict(probs.dropped)
+
+
+READERS = {"news_csv": read_news_csv, "tsv": read_tsv, "hatexplain": read_hatexplain, "eraser": read_eraser}

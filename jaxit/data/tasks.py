@@ -33,8 +33,10 @@ class LocalFile:
     """One split's file in the local (GLUE-layout) data dir.
 
     filenames:     candidates inside the task folder; the first that exists is read.
-    format:        "tsv" (tab-separated, no quoting), "hatexplain" (HateXplain jsonl) or
-                   "eraser" (ERASER annotations jsonl + docs/ folder).
+    format:        "tsv" (tab-separated, no quoting), "hatexplain" (HateXplain jsonl),
+                   "eraser" (ERASER annotations jsonl + docs/ folder) or "news_csv" (the
+                   char-CNN CSVs of AG News / DBpedia: label, title, text; quoted, with or
+                   without the Kaggle header; the text columns are joined with a space).
     header:        whether the TSV's first line names the columns.
     text_columns:  the text column(s) (names when `header`, else indices).
     label_column:  the label column, or None for unlabeled files (GLUE test sets).
@@ -45,7 +47,7 @@ class LocalFile:
     """
 
     filenames: tuple[str, ...]
-    format: Literal["tsv", "hatexplain", "eraser"] = "tsv"
+    format: Literal["tsv", "hatexplain", "eraser", "news_csv"] = "tsv"
     header: bool = True
     text_columns: tuple[Column, ...] = ()
     label_column: Column | None = None
@@ -63,6 +65,11 @@ class LocalLayout:
 
     def file_for(self, split: str) -> LocalFile | None:
         return dict(self.files).get(split)
+
+    def files_for(self, split: str) -> tuple[LocalFile, ...]:
+        """Every layout a split may be in (e.g. our TSV, then the canonical CSV), in the
+        order they are looked for."""
+        return tuple(f for s, f in self.files if s == split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +175,13 @@ def _tsv(name: str, text: tuple[Column, ...], label: Column | None, *, header: b
          values: tuple[str, ...] | None = None, num_columns: int | None = None,
          guid: Column | None = None) -> LocalFile:
     return LocalFile((name,), "tsv", header, text, label, values, num_columns, guid)
+
+
+def _news_csv(name: str, n_classes: int) -> LocalFile:
+    """The char-CNN CSV (Zhang et al. 2015) of AG News / DBpedia: class (1-based), title,
+    text; text = title + " " + text, as the papers (and HF `ag_news`) do."""
+    return LocalFile((name,), "news_csv", False, (1, 2), 0,
+                     tuple(str(i) for i in range(1, n_classes + 1)), 3)
 
 
 def _glue(name, config, dir, text_cols, label_col, label_names, metrics, *, label_values=None,
@@ -294,12 +308,15 @@ _TASKS: tuple[TaskSpec, ...] = (
         splits=("train", "test"),
         local=LocalLayout("AG_News", (
             ("train", _tsv("train.tsv", ("text",), "label", values=("0", "1", "2", "3"))),
+            ("train", _news_csv("train.csv", 4)),
             ("test", _tsv("test.tsv", ("text",), "label", values=("0", "1", "2", "3"))),
+            ("test", _news_csv("test.csv", 4)),
         )),
         hf=HFLayout("fancyzhx/ag_news", None, ("text",), "label", _TRAIN_TEST),
         tfds=TfdsLayout("ag_news_subset", ("description",), "label", _TRAIN_TEST),
         aliases=("ag-news", "agnews"),
-        description="AG News topic classification (4 classes); local TSVs: text, label (0-3)"),
+        description="AG News topic classification (4 classes); local TSVs: text, label (0-3), "
+                    "or the distributed train/test.csv: class 1-4, title, description"),
     TaskSpec(
         name="dbpedia", text_fields=("content",),
         label_names=("Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
@@ -309,12 +326,15 @@ _TASKS: tuple[TaskSpec, ...] = (
         local=LocalLayout("DBpedia", (
             ("train", _tsv("train.tsv", ("content",), "label",
                            values=tuple(str(i) for i in range(14)))),
+            ("train", _news_csv("train.csv", 14)),
             ("test", _tsv("test.tsv", ("content",), "label",
                           values=tuple(str(i) for i in range(14)))),
+            ("test", _news_csv("test.csv", 14)),
         )),
         hf=HFLayout("fancyzhx/dbpedia_14", None, ("content",), "label", _TRAIN_TEST),
         aliases=("dbpedia_14", "dbpedia14"),
-        description="DBpedia ontology classification (14 classes); local TSVs: content, label"),
+        description="DBpedia ontology classification (14 classes); local TSVs: content, label "
+                    "(0-13), or the distributed train/test.csv: class 1-14, title, content"),
     TaskSpec(
         name="hatexplain", text_fields=("text",),
         label_names=("hatespeech", "normal", "offensive"), metrics=("macro_f1", "accuracy"),

@@ -131,11 +131,23 @@ def _json_row(line: str, fields: Sequence[str], label_field) -> InputRow:
     return row
 
 
+def csv_reader(text: str, fmt: str):
+    """A `csv.reader` over `text`: "tsv" splits on tabs with no quote handling (GLUE's TSVs:
+    quotes are part of the text), "csv" is RFC 4180 (quoted commas and newlines). Its
+    `line_num` is the physical line of the row last read."""
+    if fmt == "tsv":
+        return csv.reader(io.StringIO(text), delimiter="\t",
+                          quoting=csv.QUOTE_NONE)
+    return csv.reader(io.StringIO(text))
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of `text` split on "\\n" only (never U+0085 etc.), a trailing "\\r" removed."""
+    return _lines(text)
+
+
 def _table_rows(text: str, fmt: str, fields: Sequence[str], label_field, name) -> list[InputRow]:
-    if fmt == "tsv":  # GLUE's TSVs: no quoting (quotes are part of the text)
-        reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(io.StringIO(text))
+    reader = csv_reader(text, fmt)
     try:
         header = next(reader)
     except StopIteration:

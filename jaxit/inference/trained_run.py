@@ -145,11 +145,11 @@ def _load_workdir(root: Path, checkpoint) -> TrainedRun:
 
 def _model_parts(config, root: Path):
     """(task, tokenizer, encoder) of a run's config; a missing model directory is a RunError."""
-    from jaxit.data import get_task
+    from jaxit.data.custom import task_for_config
     from jaxit.encoders import load_config, make_encoder
     from jaxit.train.pipeline import load_encoder, load_run_tokenizer, truncate_layers
 
-    task = get_task(config.task)
+    task = task_for_config(config)
     try:
         tokenizer = load_run_tokenizer(config)
         if config.model == "random":
@@ -197,7 +197,7 @@ def _load_export(root: Path) -> TrainedRun:
     import ml_collections
     from safetensors.numpy import load_file
 
-    from jaxit.data import get_task
+    from jaxit.data.custom import task_for_config
     from jaxit.encoders import load_tokenizer, make_encoder
     from jaxit.encoders.config import config_from_hf_dict
     from jaxit.encoders.weights import _read_state, params_from_state_dict
@@ -222,7 +222,7 @@ def _load_export(root: Path) -> TrainedRun:
             _set_path(heads, key.split("/"), value)
     params = {"encoder": encoder_params, "heads": heads}
     _check_params(root, make_encoder(enc_cfg), params)
-    return TrainedRun(root, config, get_task(config.task), load_tokenizer(root),
+    return TrainedRun(root, config, task_for_config(config), load_tokenizer(root),
                       make_encoder(enc_cfg), params, meta.get("step"), meta.get("sweep"),
                       "export")
 

@@ -156,10 +156,11 @@ def restore_step_params(run_dir, step: int) -> dict:
 
 
 def _dataset(config, split: str, max_examples: int):
-    from jaxit.data import get_task, tokenize_examples
+    from jaxit.data import tokenize_examples
+    from jaxit.data.custom import task_for_config
     from jaxit.train.pipeline import load_encoder, load_run_tokenizer, load_split
 
-    task = get_task(config.task)
+    task = task_for_config(config)
     if task.is_regression:
         raise ValueError(f"saliency needs a gold class; {task.name} is a regression task")
     tok = load_run_tokenizer(config)

@@ -119,7 +119,11 @@ def load_split(config, task, split: str, limit: int):
     from jaxit.resources import data_dir
 
     d = config.data
-    if d.source == "synthetic":
+    if task.name == "custom":  # your own files (jaxit.data.custom)
+        from jaxit.data.custom import load_custom_split
+
+        examples, _ = load_custom_split(d, task, split)
+    elif d.source == "synthetic":
         from jaxit.data.synthetic import make_synthetic_task
 
         train, dev = make_synthetic_task(d.synthetic_train, d.synthetic_dev, seed=config.train.seed)
@@ -136,9 +140,10 @@ def load_split(config, task, split: str, limit: int):
 
 
 def build_setup(config) -> Setup:
-    from jaxit.data import get_task, tokenize_examples
+    from jaxit.data import tokenize_examples
+    from jaxit.data.custom import resolve_task
 
-    task = get_task(config.task)
+    task = resolve_task(config)  # task=custom: infers its labels into config.data (saved)
     tokenizer = load_run_tokenizer(config)
     enc_cfg, enc_params = load_encoder(config, tokenizer.get_vocab_size())
     if tokenizer.get_vocab_size() > enc_cfg.vocab_size:
