@@ -12,6 +12,8 @@
     jaxit predict --workdir=RUN --input=FILE|- [--output=FILE] [--checkpoint=best|latest|STEP]
         [--text_fields=a,b] [--policy=confidence --threshold=0.9] [--eta_scale=1.0]
     jaxit export --workdir=RUN --out=DIR   (a Hugging Face sequence-classification checkpoint)
+    jaxit data --task=ag_news [--split=train] | --config=... [--config.task=custom ...] |
+        --workdir=RUN   (counts, labels, token lengths, truncation, first rows)
 """
 
 from __future__ import annotations
@@ -70,8 +72,14 @@ flags.DEFINE_float("eta_scale", None, "predict: token dropping: multiply the tra
                    "this (0 = keep every token; default 1)")
 flags.DEFINE_string("summary", None, "predict: also write the summary as JSON to this file")
 flags.DEFINE_string("out", None, "export: the new directory to write")
+flags.DEFINE_bool("verbose", False, "print the traceback of a user error (bad flag, config, "
+                  "file or data) instead of the one-line `jaxit <cmd>: error: ...`")
+flags.DEFINE_string("task", None, "data: a registered task to summarise (without --config)")
+flags.DEFINE_list("split", None, "data: the split(s) to summarise (default: the config's train "
+                  "and eval splits, and a custom task's test split)")
 
-COMMANDS = ("train", "eval", "sweep", "demo", "interpret", "lr-eval", "predict", "export")
+COMMANDS = ("train", "eval", "sweep", "demo", "interpret", "lr-eval", "predict", "export",
+            "data")
 
 
 def _usage() -> str:
@@ -106,8 +114,8 @@ def _train(argv):
     _init_distributed()
     from jaxit.train.loop import train
 
-    config = _need("config", FLAGS.config)
     workdir = _need("workdir", FLAGS.workdir)
+    config = _run_config()  # without --config: resume with the run's saved config
     result, _ = train(config, workdir, max_steps_this_run=FLAGS.max_steps or None)
     print(json.dumps(result, indent=2, default=float))
 
@@ -172,17 +180,65 @@ def _interpret(argv):
 
 def _user_errors():
     """The errors a user's input or run can cause (reported as one line, no traceback)."""
+    from jaxit.data.example import DataFormatError
     from jaxit.data.text_inputs import InputError
     from jaxit.encoders.weights import CheckpointError
+    from jaxit.errors import UserError
     from jaxit.inference.trained_run import RunError
     from jaxit.train.checkpoint import IncompatibleCheckpointError
+    from jaxit.train.loop import DivergenceError
 
-    return (InputError, RunError, CheckpointError, IncompatibleCheckpointError)
+    return (InputError, RunError, CheckpointError, IncompatibleCheckpointError, DataFormatError,
+            UserError, DivergenceError, FileNotFoundError, NotADirectoryError, app.UsageError)
 
 
 def _fail(cmd: str, e: Exception):
-    print(f"jaxit {cmd}: error: {e}", file=sys.stderr)
+    msg = " ".join(str(e).split()) or type(e).__name__  # one line
+    print(f"jaxit {cmd}: error: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+def _guarded(cmd: str, fn):
+    """`fn` with user errors reported by `_fail` (tracebacks with --verbose); any other
+    exception is an internal error and keeps its traceback."""
+
+    def run(argv):
+        try:
+            fn(argv)
+        except _user_errors() as e:
+            if FLAGS.verbose:
+                raise
+            _fail(cmd, e)
+
+    return run
+
+
+def _flags_parser(cmd: str):
+    """absl's flag parsing, with a bad flag, config file or `--config.<field>` override
+    reported as one line (an unknown field with the closest valid name)."""
+
+    def parse(argv):
+        try:
+            return FLAGS(argv)
+        except (flags.Error, AttributeError, KeyError, OSError, ValueError, TypeError) as e:
+            if "--verbose" in argv:
+                raise
+            _fail(cmd, _flag_error(argv, e))
+
+    return parse
+
+
+def _flag_error(argv, e: Exception) -> Exception:
+    from jaxit.train.validate import unknown_field_error, unknown_fields
+
+    if isinstance(e, (AttributeError, KeyError)):
+        paths = [a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.")]
+        bad = unknown_fields(paths)
+        if bad:
+            return unknown_field_error(bad[0])
+    if isinstance(e, OSError) and not isinstance(e, flags.Error):
+        return ValueError(f"--config: {str(e).strip().splitlines()[-1].strip()}")
+    return e
 
 
 def _predict(argv):
@@ -196,6 +252,8 @@ def _predict(argv):
                     policy=FLAGS.policy, threshold=FLAGS.threshold, eta_scale=FLAGS.eta_scale,
                     batch_size=FLAGS.batch_size, summary_path=FLAGS.summary)
     except _user_errors() as e:
+        if FLAGS.verbose:
+            raise
         _fail("predict", e)
 
 
@@ -208,10 +266,31 @@ def _export(argv):
         run = load_trained_run(_need("workdir", FLAGS.workdir), FLAGS.checkpoint)
         out = export_run(run, _need("out", FLAGS.out))
     except _user_errors() as e:
+        if FLAGS.verbose:
+            raise
         _fail("export", e)
     trust = ", trust_remote_code=True" if run.pooling == "mean" else ""
     print(f"wrote {out}: AutoModelForSequenceClassification.from_pretrained({str(out)!r}{trust}); "
           f"jaxit predict --workdir={out} runs the adaptive model")
+
+
+def _data(argv):
+    del argv
+    from jaxit.train.data_report import print_data_report
+
+    if FLAGS.config is None and FLAGS.workdir is None:
+        from jaxit.configs import base_config
+
+        config = base_config()
+        config.task = _need("task", FLAGS.task)
+    else:
+        config = _run_config()
+        if FLAGS.task:
+            config.task = FLAGS.task
+    try:
+        print_data_report(config, FLAGS.split)
+    except (*_user_errors(), FileNotFoundError, ValueError) as e:  # unknown task/split too
+        _fail("data", e)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo,
-          "interpret": _interpret, "predict": _predict, "export": _export}[cmd]
-    app.run(fn, argv=[f"jaxit {cmd}"] + argv[2:])
+          "interpret": _interpret, "predict": _predict, "export": _export,
+          "data": _data}[cmd]
+    app.run(_guarded(cmd, fn), argv=[f"jaxit {cmd}"] + argv[2:], flags_parser=_flags_parser(cmd))
 
 
 if __name__ == "__main__":

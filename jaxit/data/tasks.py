@@ -392,7 +392,11 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
         return name
     spec = _REGISTRY.get(_key(str(name)))
     if spec is None:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}")
+        from jaxit.errors import UnknownNameError, did_you_mean
+
+        raise UnknownNameError(f"unknown task {name!r}{did_you_mean(name, task_names())}; known "
+                               f"tasks: {', '.join(task_names())} "
+                               "(or custom: your own files, data.train_file=...)")
     return spec
 
 

@@ -113,6 +113,19 @@ def _text_row(line: str, num_texts: int) -> InputRow:
     return check_texts(parts, 2)
 
 
+def _parts(field: str, columns) -> list[str]:
+    """A text field's columns: "title+description" (not itself a column) joins two."""
+    return [field] if field in columns or "+" not in field else field.split("+")
+
+
+def _joined(field: str, record) -> str | None:
+    """The text of `field` in `record` (a dict), its parts joined with a space."""
+    vals = [record.get(p) for p in _parts(field, record)]
+    if len(vals) == 1:
+        return vals[0]
+    return " ".join(str(v).strip() for v in vals if v is not None and str(v).strip()) or None
+
+
 def _json_row(line: str, fields: Sequence[str], label_field) -> InputRow:
     if not line.strip():
         return InputRow(None, error="empty line")
@@ -122,10 +135,10 @@ def _json_row(line: str, fields: Sequence[str], label_field) -> InputRow:
         return InputRow(None, error=f"not valid JSON ({e.msg})")
     if not isinstance(obj, dict):
         return InputRow(None, error="not a JSON object")
-    missing = [f for f in fields if f not in obj]
+    missing = [p for f in fields for p in _parts(f, obj) if p not in obj]
     if missing:
         return InputRow(None, error=f"no field {missing[0]!r}")
-    row = check_texts([obj[f] for f in fields], len(fields))
+    row = check_texts([_joined(f, obj) for f in fields], len(fields))
     if label_field is not None and row.error is None:
         row.label = None if obj.get(label_field) is None else str(obj[label_field])
     return row
@@ -152,12 +165,12 @@ def _table_rows(text: str, fmt: str, fields: Sequence[str], label_field, name) -
         header = next(reader)
     except StopIteration:
         return []
-    wanted = list(fields) + ([label_field] if label_field else [])
+    wanted = [p for f in fields for p in _parts(f, header)] + ([label_field] if label_field
+                                                               else [])
     missing = [f for f in wanted if f not in header]
     if missing:
         raise InputError(f"{name}: the header has no column {missing[0]!r} (columns: "
                          f"{', '.join(header)}); pass --text_fields")
-    idx = [header.index(f) for f in fields]
     lab = header.index(label_field) if label_field else None
     rows = []
     try:
@@ -169,7 +182,8 @@ def _table_rows(text: str, fmt: str, fields: Sequence[str], label_field, name) -
                 rows.append(InputRow(None, error=f"{len(cells)} columns; the header has "
                                                  f"{len(header)}"))
                 continue
-            row = check_texts([cells[i] for i in idx], len(idx))
+            rec = dict(zip(header, cells))
+            row = check_texts([_joined(f, rec) for f in fields], len(fields))
             if lab is not None and row.error is None:
                 row.label = cells[lab]
             rows.append(row)

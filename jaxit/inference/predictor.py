@@ -254,7 +254,7 @@ class Predictor:
             return None
         preds, golds, unknown = [], [], 0
         for rec, y in pairs:
-            gold = _label_id(task, y)
+            gold = _label_id(task, y, self.run.config)
             if gold is None:
                 unknown += 1
                 continue
@@ -271,12 +271,17 @@ class Predictor:
         return out
 
 
-def _label_id(task, y: str):
+def _label_id(task, y: str, config=None):
     """A gold label in the model's output space (`parse_label`: a class name or id, or a
-    value); None when it is not one."""
+    value; a custom task's labels as its files write them, with the run's label base); None
+    when it is not one."""
+    from jaxit.data.custom import label_id
     from jaxit.data.example import DataFormatError, parse_label
 
     try:
+        if task.name == "custom":
+            base = int((config.get("data") or {}).get("label_base", 0)) if config else 0
+            return label_id(y, task, max(base, 0), "label")
         return parse_label(y, task, None, "label")
     except DataFormatError:
         return None
