@@ -91,13 +91,13 @@ def test_unknown_labels_are_listed_with_where_they_first_occur():
 
 def test_regression_pairs_tsv_and_parquet(tmp_path):
     p = tmp_path / "sim.tsv"
-    p.write_text('q\ts\tscore\nA "quoted start\tb\t0.5\nc\td\t4.5\n', encoding="utf-8")
+    p.write_text('q\ts\tscore\n"A quoted start\tb\t0.5\nc\td\t4.5\n', encoding="utf-8")
     c = _custom(str(p), text_fields="q,s", label_field="score", regression=True)
     task = resolve_task(c)
     assert task.is_regression and task.is_pair and task.label_range == (0.5, 4.5)
     assert c.data.label_range == "0.5,4.5"
     ex = load_custom_split(c.data, task, "train")[0]
-    assert [(e.text_a, e.text_b, e.label) for e in ex] == [('A "quoted start', "b", 0.5),
+    assert [(e.text_a, e.text_b, e.label) for e in ex] == [('"A quoted start', "b", 0.5),
                                                            ("c", "d", 4.5)]
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
