@@ -219,7 +219,10 @@ def _flags_parser(cmd: str):
 
     def parse(argv):
         try:
-            return FLAGS(argv)
+            args = FLAGS(argv)
+            if FLAGS.config is not None:
+                FLAGS.config.keys()  # a config file that failed to load raises here
+            return args
         except (flags.Error, AttributeError, KeyError, OSError, ValueError, TypeError) as e:
             if "--verbose" in argv:
                 raise
@@ -236,8 +239,8 @@ def _flag_error(argv, e: Exception) -> Exception:
         bad = unknown_fields(paths)
         if bad:
             return unknown_field_error(bad[0])
-    if isinstance(e, OSError) and not isinstance(e, flags.Error):
-        return ValueError(f"--config: {str(e).strip().splitlines()[-1].strip()}")
+    if isinstance(e, OSError) or "Traceback (most recent call last)" in str(e):
+        return ValueError(f"--config: {str(e).strip().splitlines()[-1].strip()}")  # the cause
     return e
 
 
@@ -313,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     fn = {"train": _train, "eval": _eval, "sweep": _sweep, "demo": _demo,
           "interpret": _interpret, "predict": _predict, "export": _export,
           "data": _data}[cmd]
-    app.run(_guarded(cmd, fn), argv=[f"jaxit {cmd}"] + argv[2:], flags_parser=_flags_parser(cmd))
+    app.run(_guarded(cmd, fn), argv=[f"jaxit {cmd}"] + argv[2:],
+            flags_parser=_flags_parser(cmd))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 
 from jaxit.encoders.transformer import Encoder
+from jaxit.errors import UnknownNameError, did_you_mean
 from jaxit.methods.adapler import build_adapler
 from jaxit.methods.base import Method
 from jaxit.methods.dact import build_dact
@@ -41,7 +42,8 @@ def make_method(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
     """`mcfg.name` picks the method; the rest of `mcfg` is its options."""
     name = mcfg.name
     if name not in _BUILDERS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(method_names())}")
+        raise UnknownNameError(f"unknown method {name!r}{did_you_mean(name, method_names())}; "
+                               f"known methods: {', '.join(method_names())}")
     builder = _BUILDERS[name]
     try:
         takes_spe = "steps_per_epoch" in inspect.signature(builder).parameters

@@ -25,6 +25,24 @@ def workdir_path(workdir) -> epath.Path:
     return p if "://" in str(workdir) else p.resolve()
 
 
+# Config fields that may name a local file or directory (made absolute by `resolved_paths`).
+PATH_FIELDS = ("model", "tokenizer", "init_from", "method.saliency_dir", "data.data_dir",
+               "data.hf_path", "data.train_file", "data.dev_file", "data.test_file")
+
+
+def resolved_paths(config):
+    """A copy of `config` whose PATH_FIELDS that name an existing local path are absolute,
+    so the run's hparams.json and checkpoint meta work from any working directory."""
+    config = config.copy_and_resolve_references()
+    for field in PATH_FIELDS:
+        group, _, name = field.rpartition(".")
+        node = config[group] if group else config
+        value = node.get(name) if (not group or group in config) else None
+        if isinstance(value, str) and value and "://" not in value and Path(value).exists():
+            node[name] = str(Path(value).resolve())
+    return config
+
+
 class IncompatibleCheckpointError(RuntimeError):
     """The workdir holds a checkpoint of a different run."""
 
@@ -47,7 +65,8 @@ class Checkpoints:
         item_names = ("state", "meta")
         self.latest = ocp.CheckpointManager(
             self.workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 cleanup_tmp_directories=True),
             item_names=item_names)
         self.best = None
         if best_metric:
@@ -55,6 +74,7 @@ class Checkpoints:
                 self.workdir / "best",
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=keep_best, create=True, best_mode=best_mode,
+                    cleanup_tmp_directories=True,
                     best_fn=lambda m: float(m[best_metric]),
                     keep_checkpoints_without_metrics=False),
                 item_names=item_names)
@@ -63,11 +83,17 @@ class Checkpoints:
         return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
 
     def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
-        """Saves to `latest`; also to `best` when dev `metrics` are given."""
-        self.latest.save(step, args=self._args(state, meta), force=True)
+        """Saves to `latest`; also to `best` when dev `metrics` are given, first and to the
+        end, so a run killed at any moment resumes (from its latest) with every best
+        candidate up to there recorded. A step already on disk (a resumed run redoing the
+        steps after its latest checkpoint) is not saved again: it holds the same state."""
         if self.best is not None and metrics is not None and self.best_metric in metrics:
-            self.best.save(step, args=self._args(state, meta),
-                           metrics={k: float(v) for k, v in metrics.items()}, force=True)
+            if step not in self.best.all_steps():
+                self.best.save(step, args=self._args(state, meta),
+                               metrics={k: float(v) for k, v in metrics.items()}, force=True)
+            self.best.wait_until_finished()
+        if step not in self.latest.all_steps():
+            self.latest.save(step, args=self._args(state, meta), force=True)
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxit.train import sharding
-from jaxit.train.checkpoint import Checkpoints, shapes_digest, workdir_path
+from jaxit.train.checkpoint import Checkpoints, resolved_paths, shapes_digest, workdir_path
 from jaxit.train.optim import make_optimizer
 from jaxit.train.pipeline import Setup, build_setup
 from jaxit.train.state import TrainState, init_state
@@ -27,6 +27,26 @@ from jaxit.train.step import make_update_fn
 from jaxit.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or gradient norm; the run stopped there."""
+
+
+def guarded_update(update):
+    """`update(state, batch)` -> `(state, metrics)` made `(state, batch, first_bad)` ->
+    `(state, metrics, first_bad)`: `first_bad` (int32 scalar on device, -1 = none) becomes
+    the first step whose loss or gradient norm is not finite. It stays on the device, so the
+    check costs no host sync per step; the loop reads it where it syncs anyway (log, eval
+    and save steps) and stops before anything is evaluated, logged or saved."""
+
+    def step(state, batch, first_bad):
+        new, m = update(state, batch)
+        ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"])
+        first_bad = jnp.where((first_bad < 0) & ~ok, new.step, first_bad)
+        return new, m, first_bad
+
+    return step
 
 
 def evaluate(setup: Setup, params, mesh=None) -> dict:
@@ -66,6 +86,7 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     """
     workdir = workdir_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    config = resolved_paths(config)  # hparams/meta name local paths absolutely
     setup = setup or build_setup(config)
     method, task = setup.method, setup.task
     num_steps = setup.num_steps
@@ -89,9 +110,9 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
         log.info("resumed from %s at step %d", workdir, int(state.step))
         print(f"resumed from step {int(state.step)} in {workdir}")
     state = sharding.replicate(state, mesh)
-    update = jax.jit(make_update_fn(method, tx, labels), donate_argnums=0)
+    update = jax.jit(guarded_update(make_update_fn(method, tx, labels)), donate_argnums=0)
 
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, resume_step=int(state.step))
     writer.write_hparams(meta["config"])
     eval_every = config.eval_every or setup.steps_per_epoch
     start = int(state.step)
@@ -99,16 +120,27 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     dev: dict = {}
     bar = _progress(config.progress and stop > start, start, num_steps)
     t0, seen, acc = time.perf_counter(), 0, []
+    first_bad = jnp.asarray(-1, jnp.int32)
+
+    def check_finite(done):
+        bad = int(first_bad)
+        if bad >= 0:
+            _diverged(bad, acc, done, ckpts, writer)
+
     for step, batch in setup.train_batches(start, stop):
-        state, m = update(state, sharding.shard_batch(batch, mesh))
+        state, m, first_bad = update(state, sharding.shard_batch(batch, mesh), first_bad)
         acc.append(m)
         seen += batch.input_ids.shape[0]
         done = step + 1
-        if done % config.log_every == 0 or done == stop:
+        is_eval = done % eval_every == 0 or done == num_steps
+        is_save = is_eval or done % config.save_every == 0 or done == stop
+        is_log = done % config.log_every == 0 or done == stop
+        if is_log or is_save:
+            check_finite(done)
+        if is_log:
             m = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *acc))
             if not all(math.isfinite(float(v)) for v in m.values()):
-                raise FloatingPointError(f"non-finite training metrics at step {done}: {m}; "
-                                         "lower the learning rate or check the data")
+                _diverged(None, acc, done, ckpts, writer)
             rate = seen / (time.perf_counter() - t0)
             writer.write_scalars(done, {**{f"train/{k}": v for k, v in m.items()},
                                         "train/examples_per_s": rate})
@@ -117,14 +149,13 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
             acc = []
         if bar is not None:
             bar.update(1)
-        is_eval = done % eval_every == 0 or done == num_steps
         if is_eval:
             dev = evaluate(setup, state.params, mesh)
             writer.write_scalars(done, {f"dev/{k}": v for k, v in dev.items()})
             log.info("step %d dev %s", done, dev)
             if bar is not None:
                 bar.write(f"step {done}: dev " + ", ".join(f"{k}={v:.4f}" for k, v in dev.items()))
-        if is_eval or done % config.save_every == 0 or done == stop:
+        if is_save:
             ckpts.save(done, jax.device_get(state), meta, dev if is_eval else None)
     if bar is not None:
         bar.close()
@@ -138,6 +169,27 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     if jax.process_index() == 0:
         (workdir / "result.json").write_text(json.dumps(result, indent=2, default=float))
     return result, state
+
+
+def _diverged(bad_step, acc, done, ckpts, writer):
+    """Stops a run whose loss or gradient norm went non-finite at `bad_step` (None: some
+    other training metric, between the last log step and `done`): pending saves (all of
+    finite states) finish, nothing more is written, and DivergenceError names the step."""
+    ckpts.wait()
+    writer.close()
+    latest = ckpts.latest_step()
+    if bad_step is not None:
+        m = jax.device_get(acc[bad_step - done - 1]) if 0 < done - bad_step + 1 <= len(acc) else {}
+        what = (f"loss={float(m['loss']):.4g}, grad_norm={float(m['grad_norm']):.4g}"
+                if m else "loss or gradient norm")
+        where = f"at step {bad_step} ({what})"
+    else:
+        where = f"in the training metrics of steps {done - len(acc) + 1}..{done}"
+    ckpts.close()
+    raise DivergenceError(
+        f"training diverged: non-finite values {where}; stopped. The latest checkpoint "
+        + (f"(step {latest}) is the last good one" if latest is not None else "is none: no "
+           "step was saved") + "; lower train.learning_rate or check the data")
 
 
 def _progress(enabled: bool, start: int, total: int):

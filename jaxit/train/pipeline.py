@@ -142,7 +142,9 @@ def load_split(config, task, split: str, limit: int):
 def build_setup(config) -> Setup:
     from jaxit.data import tokenize_examples
     from jaxit.data.custom import resolve_task
+    from jaxit.train.validate import check_config
 
+    check_config(config)  # ConfigError before any work
     task = resolve_task(config)  # task=custom: infers its labels into config.data (saved)
     tokenizer = load_run_tokenizer(config)
     enc_cfg, enc_params = load_encoder(config, tokenizer.get_vocab_size())

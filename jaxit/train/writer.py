@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,9 +22,12 @@ class MetricWriter:
     """Appends {"step": s, name: value, ...} to `<workdir>/metrics.jsonl` per call.
 
     Works on local paths and `gs://` (etils.epath; the file is rewritten whole, as object
-    stores cannot append). Only process 0 of a multi-host run writes."""
+    stores cannot append; locally by an atomic rename, so a killed run leaves a whole file).
+    Only process 0 of a multi-host run writes. `resume_step`: the step a resumed run
+    restarts from; rows of later steps (written before the run was killed, after its last
+    checkpoint) are dropped, as the run writes them again: each step appears once."""
 
-    def __init__(self, workdir, tensorboard: bool = True):
+    def __init__(self, workdir, tensorboard: bool = True, resume_step: int | None = None):
         self.dir = epath.Path(workdir)
         self.enabled = jax.process_index() == 0
         self.path = self.dir / "metrics.jsonl"
@@ -34,6 +38,9 @@ class MetricWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():  # a resumed run keeps the earlier rows
             self._rows = [r for r in self.path.read_text().split("\n") if r.strip()]
+            if resume_step is not None:
+                self._rows = [r for r in self._rows if json.loads(r)["step"] <= resume_step]
+                _write(self.path, self._rows)
         if tensorboard and "://" not in str(workdir):
             try:
                 from tensorboardX import SummaryWriter
@@ -47,7 +54,7 @@ class MetricWriter:
             return
         row = {"step": int(step), **{k: float(np.asarray(v)) for k, v in scalars.items()}}
         self._rows.append(json.dumps(row))
-        self.path.write_text("\n".join(self._rows) + "\n")
+        _write(self.path, self._rows)
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step":
@@ -55,7 +62,7 @@ class MetricWriter:
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         if self.enabled:
-            (self.dir / "hparams.json").write_text(json.dumps(hparams, indent=2, default=str))
+            _write(self.dir / "hparams.json", [json.dumps(hparams, indent=2, default=str)])
 
     def flush(self) -> None:
         if self._tb is not None:
@@ -64,6 +71,17 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _write(path: epath.Path, lines: list[str]) -> None:
+    """Writes `lines` to `path` whole: locally via a temporary file and an atomic rename."""
+    text = "\n".join(lines) + "\n" if lines else ""
+    if "://" in str(path):
+        path.write_text(text)
+        return
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def read_metrics(workdir) -> list[dict]:
