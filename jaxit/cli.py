@@ -154,7 +154,10 @@ def _sweep(argv):
     print(json.dumps({"full_model_score": report["full_model_score"],
                       "layerwise": report["layerwise"],
                       "operating_points": report["operating_points"]}, indent=2, default=float))
-    print(f"wrote {workdir}/sweep/exits.json and tradeoff.png")
+    from jaxit.interpret.report_page import write_sweep_page
+
+    page = write_sweep_page(workdir, report)
+    print(f"wrote {workdir}/sweep/exits.json, tradeoff.png and {page}")
 
 
 def _demo(argv):
