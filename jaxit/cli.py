@@ -116,6 +116,9 @@ def _train(argv):
 
     workdir = _need("workdir", FLAGS.workdir)
     config = _run_config()  # without --config: resume with the run's saved config
+    from jaxit.predict_cli import enable_compilation_cache
+
+    enable_compilation_cache()  # a resumed run starts in seconds
     result, _ = train(config, workdir, max_steps_this_run=FLAGS.max_steps or None)
     print(json.dumps(result, indent=2, default=float))
 

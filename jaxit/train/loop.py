@@ -120,7 +120,7 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     dev: dict = {}
     bar = _progress(config.progress and stop > start, start, num_steps)
     t0, seen, acc = time.perf_counter(), 0, []
-    first_bad = jnp.asarray(-1, jnp.int32)
+    first_bad = sharding.replicate(jnp.asarray(-1, jnp.int32), mesh)  # as the step returns it
 
     def check_finite(done):
         bad = int(first_bad)
