@@ -2,11 +2,13 @@
 
 Trains a small randomly initialised 6-layer encoder with an exit head on every layer on
 the package's synthetic sentiment task (easy, medium and hard examples), with BERxiT's
-Alternating strategy and with Joint training, then analyses early exit on the dev split:
-layer-wise accuracy, confidence/entropy/patience threshold sweeps, FLOPs speed-up, the
-wall-clock speed-ups of the batch-1 runner and of the batched engine at batch 32, and how
+Alternating strategy and with Joint training, then DACT-BERT's halting units starting from
+the Alternating run (DACT's stage 2), and analyses every run on the dev split: layer-wise
+accuracy, confidence/entropy/patience (and DACT's halting bound) threshold sweeps, FLOPs
+speed-up, the wall-clock speed-ups of the batch-1 runner and of the batched engine, and how
 deep easy vs hard examples go.
-Writes `demo.json`, `tradeoff.png` per method, and prints a table.
+Writes `demo.json`, `tradeoff.png` per method, `report.html` (one self-contained page) and
+prints a table.
 """
 
 from __future__ import annotations
@@ -18,29 +20,40 @@ from pathlib import Path
 import ml_collections
 
 from jaxit.configs import demo_config
+from jaxit.interpret import report_page as page
 from jaxit.sweep import run_sweep
 from jaxit.train.loop import train
 from jaxit.train.pipeline import build_setup
 
 DIFFICULTY = {0: "easy", 1: "medium", 2: "hard"}
-METHODS = {
-    "berxit-alternating": {"name": "berxit", "strategy": "alternating"},
-    "joint": {"name": "early_exit", "strategy": "joint"},
+METHODS = {  # label -> (method config, run to start from, fraction of the training steps)
+    "berxit-alternating": ({"name": "berxit", "strategy": "alternating"}, None, 1.0),
+    "joint": ({"name": "early_exit", "strategy": "joint"}, None, 1.0),
+    # DACT's stage 2 from the Alternating run: halting units trained with the ponder penalty
+    "dact": ({"name": "dact", "tau": 5e-3, "stage1_fraction": 0.0}, "berxit-alternating", 0.3),
 }
+QUICK_METHODS = ("berxit-alternating", "dact")  # --quick: one early-exit run and DACT
+BATCH_SIZE = 32  # the batched engine's (and the static batched model's) batch size
 
 
 def run_demo(workdir: str | Path, quick: bool = False) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     results = {}
-    for label, mcfg in METHODS.items():
+    reports = {}
+    for label, (mcfg, start_from, fraction) in METHODS.items():
+        if quick and label not in QUICK_METHODS:
+            continue
         config = demo_config()
         config.method = ml_collections.ConfigDict(mcfg)
         config.progress = not quick
-        if quick:
-            config.data.synthetic_train = 1024
-            config.data.synthetic_dev = 256
+        if quick:  # enough steps for the easy examples and the first layers, not for hard ones
+            config.data.synthetic_train = 25600
+            config.data.synthetic_dev = 400
             config.train.num_epochs = 1.0
+        config.train.num_epochs *= fraction
+        if start_from:
+            config.init_from = str((workdir / start_from).resolve())
         t0 = time.perf_counter()
         setup = build_setup(config)
         print(f"\n== {label}: training a {setup.method.encoder.config.num_layers}-layer random "
@@ -48,14 +61,38 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
         result, state = train(config, workdir / label, setup=setup)
         train_s = time.perf_counter() - t0
         report = run_sweep(setup, state.params, workdir / label, tolerance=0.01,
-                           wallclock_examples=100 if quick else 300,
-                           title=f"synthetic / {label}")
+                           wallclock_examples=50 if quick else 300,
+                           title=f"synthetic / {label}", batch_size=BATCH_SIZE)
+        reports[label] = report
         results[label] = {"train_seconds": train_s, "steps": result["step"],
                           "dev": result["dev"], **_summary(report)}
     (workdir / "demo.json").write_text(json.dumps(results, indent=2, default=float))
     print(format_table(results))
-    print(f"\nwrote {workdir / 'demo.json'} and {workdir}/<method>/tradeoff.png")
+    html = write_demo_page(workdir, results, reports)
+    print(f"\nwrote {workdir / 'demo.json'}, {workdir}/<method>/tradeoff.png and {html}")
     return results
+
+
+def write_demo_page(workdir: Path, results: dict, reports: dict) -> Path:
+    """The demo's `report.html`: the summary table, exits by difficulty, and per method its
+    sweep section (layer-wise scores, operating points, trade-off plot)."""
+    cols = ("method", "policy", "threshold", "accuracy", "full acc", "avg exit", "FLOPs ×",
+            "wall × b=1", f"wall × b={BATCH_SIZE}", "wall/FLOPs")
+    rows = [[m, pol, p["threshold"], p["score"], r["full_model_accuracy"], p["avg_exit_layer"],
+             p["flops_speedup"], p.get("wall_speedup"), p.get("batched_wall_speedup"),
+             p.get("batched_wall_over_flops")]
+            for m, r in results.items() for pol, p in r["operating_points"].items()]
+    diff = [[m, pol, *[r["by_difficulty"][pol].get(k, {}).get("avg_exit_layer")
+                       for k in sorted(r["by_difficulty"][pol])]]
+            for m, r in results.items() for pol in r["by_difficulty"]]
+    levels = [DIFFICULTY.get(d, str(d)) for d in range(3)]
+    summary = page.section_html("summary (dev split)", [
+        page.table_html(cols, rows, caption="operating point per method and policy"),
+        page.table_html(("method", "policy", *[f"avg exit: {x}" for x in levels]), diff,
+                        caption="average exit layer by difficulty at the operating point")])
+    sections = [summary] + [page.sweep_section(reports[m], workdir / m, m) for m in reports]
+    return page.write_page(workdir / "report.html", "jaxit demo: adaptive inference on the "
+                           "synthetic task", sections, intro=[page.NOTE_WALL])
 
 
 def _summary(report: dict) -> dict:
@@ -78,7 +115,7 @@ def _summary(report: dict) -> dict:
 
 
 def format_table(results: dict) -> str:
-    lines = ["", ("jaxit demo: early exit on the synthetic task (dev set); operating point = "
+    lines = ["", ("jaxit demo: early exit and DACT halting on the synthetic task (dev set); operating point = "
                   "largest FLOPs speed-up within 1 point of the full model"), ""]
     hdr = (f"{'method':20s} {'policy':11s} {'thresh':>7s} {'acc':>6s} {'full acc':>8s} "
            f"{'avg exit':>8s} {'FLOPs x':>7s} {'wall x b=1':>10s} {'wall x b=32':>11s}")
