@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from jaxit.data.tables import TABLE_FORMATS
 from jaxit.errors import ConfigError, UnknownNameError, did_you_mean
 
 _INF = math.inf
@@ -79,7 +80,7 @@ CHECKS: dict[str, Callable] = {
     "data.sort_chunk": _COUNT,
     "data.max_train_examples": _NONNEG_INT, "data.max_eval_examples": _NONNEG_INT,
     "data.synthetic_train": _COUNT, "data.synthetic_dev": _COUNT,
-    "data.format": _choice("", "csv", "tsv", "jsonl", "parquet"),
+    "data.format": _choice("", *TABLE_FORMATS),
     "data.label_base": _choice(-1, 0, 1),
     "data.regression": _flag,
     "method.lte": _flag,
