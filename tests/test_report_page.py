@@ -53,9 +53,9 @@ def _chromium(*args, timeout=90):
 def page(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     (run / "sweep").mkdir()
-    (run / "interpret").mkdir()
+    (run / "lr_eval" / "sst2").mkdir(parents=True)
     _png(run / "sweep" / "tradeoff.png", "viridis")
-    _png(run / "interpret" / "kept_0.png", "Reds")
+    _png(run / "lr_eval" / "sst2" / "cp_0.png", "Reds")  # an AdapLeR kept-token heatmap
     return R.write_sweep_page(run, _report(), title="test run")
 
 

@@ -92,12 +92,13 @@ def operating_rows(report: dict) -> list[list]:
 
 
 def heatmap_images(run_dir, limit: int = 8) -> list[Path]:
-    """The attribution (DACT) and kept-token (AdapLeR) heatmap PNGs a run has written under
-    `interpret/` or `heatmaps/`, at most `limit`, in name order."""
+    """The attribution heatmaps (DACT: `jaxit interpret` writes `interpret/attributions_<i>.png`)
+    and kept-token heatmaps (AdapLeR: `jaxit lr-eval` writes them under `lr_eval/<task>/`)
+    of a run, at most `limit`, in path order."""
     run_dir = Path(run_dir)
-    found = []
-    for sub in ("interpret", "heatmaps"):
-        found += sorted((run_dir / sub).glob("*.png")) if (run_dir / sub).is_dir() else []
+    found = sorted((run_dir / "interpret").glob("attributions_*.png"))
+    found += sorted(p for p in (run_dir / "lr_eval").rglob("*.png")
+                    if p.name != "rationale_curves.png") if (run_dir / "lr_eval").is_dir() else []
     return found[:limit]
 
 
