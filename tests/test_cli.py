@@ -35,13 +35,13 @@ def test_train_requires_workdir(tmp_path):
 
 def test_train_eval_sweep_tiny(tmp_path):
     wd = str(tmp_path / "run")
-    over = ["--config.method.name=berxit", "--config.train.num_steps=6"]
+    over = ["--config.method.name=berxit", "--config.train.num_steps=6", "--config.eval_every=2",
+            "--config.keep_checkpoints=3"]
     out = jaxit("train", f"--config={CONFIG}", f"--workdir={wd}", *over).stdout
     result = json.loads(out[out.index("{"):])
     assert result["step"] == 6 and "accuracy" in result["dev"]
     ev = jaxit("eval", f"--config={CONFIG}", f"--workdir={wd}", *over).stdout
-    assert json.loads(ev[ev.index("{"):])["accuracy"] == pytest.approx(
-        json.loads((tmp_path / "run" / "eval_best.json").read_text())["accuracy"])
+    _assert_eval_is_best_step(wd, json.loads(ev[ev.index("{"):])["accuracy"])
     # without --config, eval/sweep use the run's own saved config (hparams.json)
     sw = jaxit("sweep", f"--workdir={wd}", "--policies=confidence",
                "--wallclock_examples=5").stdout
@@ -59,6 +59,37 @@ def test_train_eval_sweep_tiny(tmp_path):
     p = jaxit("train", f"--config={CONFIG}", f"--workdir={wd}", "--config.train.num_steps=6",
               check=False)
     assert p.returncode != 0 and "holds a checkpoint" in (p.stdout + p.stderr)
+
+
+def _dev_rows(workdir):
+    """(step, accuracy) of each dev evaluation in the run's metrics.jsonl."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [(r["step"], r["dev/accuracy"]) for r in rows if "dev/accuracy" in r]
+
+
+def _assert_eval_is_best_step(workdir, eval_accuracy):
+    """`jaxit eval` (best) scores the step with the highest dev accuracy, recomputed here
+    independently of the eval code: each saved step's params through the batched engine
+    (`load_predictor(..., checkpoint=step, policy="never")`) on the dev examples."""
+    from jaxit.configs import config_from_run
+    from jaxit.data.tasks import get_task
+    from jaxit.inference.predictor import load_predictor
+    from jaxit.train.pipeline import load_split
+
+    config = config_from_run(workdir)
+    task = get_task(config.task)
+    dev = load_split(config, task, "dev", 0)
+    texts, gold = [e.text_a for e in dev], [task.label_names[e.label] for e in dev]
+    logged = dict(_dev_rows(workdir))
+    acc = {}
+    for step, logged_acc in logged.items():
+        recs = load_predictor(workdir, checkpoint=step, policy="never")(texts)
+        acc[step] = sum(r["label"] == g for r, g in zip(recs, gold)) / len(gold)
+        assert acc[step] == pytest.approx(logged_acc)
+    (kept,) = os.listdir(os.path.join(workdir, "best"))  # keep_best = 1
+    assert acc[int(kept)] == max(acc.values())  # (test_train checks the choice among unequal)
+    assert eval_accuracy == pytest.approx(acc[int(kept)])
 
 
 def test_demo_quick(tmp_path):

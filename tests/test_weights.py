@@ -9,7 +9,6 @@ import shutil
 import jax
 import numpy as np
 import pytest
-
 from flax import serialization
 from flax.traverse_util import unflatten_dict
 from safetensors.numpy import load_file, save_file

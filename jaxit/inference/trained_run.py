@@ -181,6 +181,12 @@ def _step(root: Path, checkpoint) -> int | None:
         return int(checkpoint)
     folder = root / ("best" if checkpoint == "best" and (root / "best").is_dir()
                      else "checkpoints")
+    if folder.name == "best":
+        from jaxit.train.init_from import best_step
+
+        step = best_step(root)
+        if step is not None:
+            return step
     steps = [int(d.name) for d in folder.iterdir() if d.name.isdigit()] if folder.is_dir() else []
     return max(steps) if steps else None
 

@@ -32,15 +32,42 @@ def load_run_params(workdir, which: str | int = "best") -> dict:
     if not folder.exists():
         raise FileNotFoundError(f"{root} has no {which} checkpoint ({folder} is missing): "
                                 "train that run first")
-    mngr = ocp.CheckpointManager(folder, item_names=("state", "meta"))
-    try:
-        step = mngr.best_step() if which == "best" else mngr.latest_step()
-        step = mngr.latest_step() if step is None else step
-    finally:
-        mngr.close()
+    step = best_step(root) if which == "best" and folder.name == "best" else None
+    if step is None:
+        mngr = ocp.CheckpointManager(folder, item_names=("state", "meta"))
+        try:
+            step = mngr.latest_step()
+        finally:
+            mngr.close()
     if step is None:
         raise FileNotFoundError(f"{root}: no checkpoint under {folder}")
     return _restore_params(folder, step)
+
+
+def best_step(workdir) -> int | None:
+    """The step in `workdir/best/` with the highest dev score of the run's `best_metric`
+    (the task's primary metric when unset), from the metrics orbax saved with each step;
+    None when the run keeps no best checkpoint. (An orbax manager opened without the run's
+    `best_fn` answers `best_step()` with its latest step: with `keep_best` > 1 that is not
+    the best.)"""
+    root = workdir_path(workdir)
+    folder = root / "best"
+    if not folder.is_dir():
+        return None
+    from jaxit.configs import config_from_run
+    from jaxit.data.custom import task_for_config
+
+    config = config_from_run(root)
+    metric = config.get("best_metric") or task_for_config(config).metrics[0]
+    mngr = ocp.CheckpointManager(folder, item_names=("state", "meta"))
+    try:
+        scores = {s: (mngr.metrics(s) or {}).get(metric) for s in mngr.all_steps()}
+    finally:
+        mngr.close()
+    scores = {s: v for s, v in scores.items() if v is not None}
+    if not scores:
+        return None
+    return max(scores, key=lambda s: (scores[s], s))  # of equal scores, the later one
 
 
 def _restore_params(folder, step: int) -> dict:
