@@ -58,9 +58,14 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Method: "finetune", or an adaptive method (see jaxit.methods.registry.method_names()).
     c.method = ml_collections.ConfigDict()
-    c.method.name = "finetune"  # finetune | early_exit | berxit | deebert | pabee | elbert | fastbert | dact | adapler
+    c.method.name = "finetune"  # finetune | early_exit | berxit | deebert | pabee | elbert | fastbert | dact | adapler | depth_width
     # Early exit: joint | two_stage | alternating | pabee | elbert | fastbert; unset = the
     # method name's own (berxit: alternating, deebert: two_stage, ...).
+    # depth_width (exit heads on every layer + AdapLeR's CPs, jaxit.methods.depth_width):
+    # joint (unset) | alternating | pabee = AdapLeR's phase 3 with that exit loss, from a
+    # fine-tuned multi-exit run; two_stage with stage1_fraction=0 = exits trained on a
+    # finished AdapLeR run, everything else frozen. It reads lte, exits_lr_scale, pooling
+    # and every adapler option below.
     c.method.strategy = ml_collections.config_dict.placeholder(str)
     c.method.lte = False  # add BERxiT's learning-to-exit module and loss
     # two_stage/fastbert/dact: fraction of steps in stage 1 (each stage warms up and decays

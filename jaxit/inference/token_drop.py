@@ -56,7 +56,7 @@ import numpy as np
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head
+from jaxit.heads import exit_head, has_exit_heads, lte_certainty, pool_features, stacked_heads
 from jaxit.inference.adapler_runs import load_adapler_run  # noqa: F401  (re-exported)
 from jaxit.inference.buckets import (
     DEFAULT_BUCKETS,
@@ -64,7 +64,8 @@ from jaxit.inference.buckets import (
     examples_from_batch,
     pad_to_bucket,
 )
-from jaxit.inference.engine_results import TokenAccount
+from jaxit.inference.engine_results import TokenAccount, example_flops
+from jaxit.inference.policies import layer_output
 from jaxit.methods.adapler import contribution_scores, cp_layer, hard_keep
 
 # ----------------------------------------------------------------------------- results
@@ -91,6 +92,7 @@ class TokenDropResult:
     num_tokens: int
     scores: np.ndarray | None = None
     kept: np.ndarray | None = None
+    exit_layer: int = 0  # the layer whose head answered (1-based); L without a policy
 
     @property
     def prediction(self):
@@ -107,6 +109,7 @@ class TokenDropResults(TokenAccount):
     num_tokens: np.ndarray  # [N]
     is_regression: bool
     examples: list[TokenDropResult]
+    exit_layers: np.ndarray | None = None  # [N] int
 
 
 # ----------------------------------------------------------------------------- runner
@@ -132,12 +135,17 @@ class TokenDropRunner:
     `params`: {"encoder", "heads": {"final": exit head, "cp": stacked CPs [L, ...],
     "eta": [L]}} (`jaxit.methods.adapler`). `eta` overrides the trained η (a scalar or [L]):
     η -> 0 keeps every token, larger η drops more. `buckets`: padded lengths; the runner
-    compiles each function once per bucket and never again (`trace_counts`).
+    compiles each function once per bucket and never again (`trace_counts`). `pooling`:
+    what the heads read ("cls" or "mean" of the kept tokens).
+
+    Depth and width (`jaxit.methods.depth_width`: params that also hold "exits" and
+    optionally "lte"): `run(examples, policy=...)` runs the host loop with an exit head after
+    every layer on its kept tokens; the policy decides on the host whether to stop there.
     """
 
     def __init__(self, encoder: Encoder, params: dict, num_outputs: int,
                  is_regression: bool = False, buckets: Sequence[int] = DEFAULT_BUCKETS,
-                 eta=None, fused: bool = True):
+                 eta=None, fused: bool = True, pooling: str = "cls"):
         cfg = encoder.config
         self.fused = bool(fused)
         self.encoder, self.config = encoder, cfg
@@ -157,6 +165,13 @@ class TokenDropRunner:
         self._layers = [encoder.layer_params(enc, i) for i in range(L)]
         self._cps = [jax.device_put(cp_layer(cp, i)) for i in range(L)]
         self._head = jax.device_put(_find(params, "final"))
+        heads = params.get("heads", {})
+        self.has_exits = has_exit_heads(heads)
+        self._exit_heads = ([jax.device_put(jax.tree.map(lambda x, i=i: x[i],
+                                                         stacked_heads(heads)))
+                             for i in range(L)] if self.has_exits else None)
+        self._lte = jax.device_put(heads["lte"]) if "lte" in heads else None
+        self.pooling = pooling
         self._pad_id = cfg.pad_token_id
         self.trace_counts: dict = {}
         counts, tmax = self.trace_counts, self.max_len
@@ -191,8 +206,17 @@ class TokenDropRunner:
             counts["last"] = counts.get("last", 0) + 1
             x, valid = gather(buf, idx)
             h = encoder.block(lp, x, mask_bias_from(valid, x.dtype))
-            out, _ = exit_head(head, h[:, 0])
+            out, _ = exit_head(head, pool_features(h, valid, pooling))
             return out.astype(jnp.float32)
+
+        def exit_step(head, lte, buf, idx):
+            """The exit head (and LTE) on the kept rows `idx` of the last layer's output:
+            [1, C + 1] (outputs, then u or 0)."""
+            counts["exit"] = counts.get("exit", 0) + 1
+            x, valid = gather(buf, idx)
+            out, pooled = exit_head(head, pool_features(x, valid, pooling))
+            u = lte_certainty(lte, pooled) if lte is not None else jnp.zeros((1,))
+            return jnp.concatenate([out, u[:, None]], axis=-1).astype(jnp.float32)
 
         def full_step(embed_params, layers, head, ids, tt, mask):
             counts["full"] = counts.get("full", 0) + 1
@@ -200,7 +224,7 @@ class TokenDropRunner:
             bias = mask_bias_from(mask, h.dtype)
             for lp in layers:
                 h = encoder.block(lp, h, bias)
-            out, _ = exit_head(head, h[:, 0])
+            out, _ = exit_head(head, pool_features(h, mask, pooling))
             return out.astype(jnp.float32)
 
         buckets_ = self.buckets
@@ -241,7 +265,8 @@ class TokenDropRunner:
                         x = jnp.take(buf, order[:b], axis=1)
                         hb = encoder.block(layers[l], x, mask_bias_from(v, x.dtype))
                         if l == L - 1:
-                            return exit_head(head, hb[:, 0])[0].astype(jnp.float32)
+                            return exit_head(head, pool_features(hb, v, pooling))[0].astype(
+                                jnp.float32)
                         vf = v.astype(jnp.float32)
                         kb = hard_keep(contribution_scores(cps[l + 1], hb, vf), vf, etas[l + 1])
                         buf = jax.lax.dynamic_update_slice(buf, hb, (0, 0, 0))
@@ -258,6 +283,7 @@ class TokenDropRunner:
         self.first_step = jax.jit(first_step)
         self.layer_step = jax.jit(layer_step)
         self.last_step = jax.jit(last_step)
+        self.exit_step = jax.jit(exit_step)
         self.full_step = jax.jit(full_step)
         self.fused_step = jax.jit(fused_step)
         self._no_force = jax.device_put(np.int32(-1))
@@ -291,6 +317,8 @@ class TokenDropRunner:
                 idx = np.arange(b, dtype=np.int32)[None]
                 buf2, _ = self.layer_step(self._layers[0], self._cps[0], self._etas[0], buf, idx)
                 np.asarray(self.last_step(self._layers[0], self._head, buf2, idx))
+                if self.has_exits:
+                    np.asarray(self.exit_step(self._exit_heads[0], self._lte, buf2, idx))
             if fused:  # every branch of every layer runs once (see fused_step)
                 for j in range(sum(1 for c in self.buckets if c <= b)):
                     np.asarray(self.fused_step(self._embed_params, self._layers, self._cps,
@@ -303,13 +331,18 @@ class TokenDropRunner:
     # ------------------------------------------------------------------ running
 
     def run_one(self, input_ids, token_type_ids=None, return_scores: bool = False,
-                fused: bool | None = None) -> TokenDropResult:
+                fused: bool | None = None, policy=None) -> TokenDropResult:
         """One example through the layers, dropping tokens after every CP.
 
         fused (default: the runner's setting): one device call for the whole example
-        (`fused_step`); otherwise, and always with `return_scores`, the host loop over the
-        per-layer steps (one small transfer per layer). Same kept sets and outputs."""
-        if (self.fused if fused is None else fused) and not return_scores:
+        (`fused_step`); otherwise, and always with `return_scores` or a `policy`, the host
+        loop over the per-layer steps (one small transfer per layer). Same kept sets and
+        outputs. `policy` (an `ExitPolicy`; params with exit heads): after each layer its
+        exit head answers on the kept tokens and the policy may stop the example there."""
+        if policy is not None and not self.has_exits:
+            raise ValueError("an exit policy needs params with exit heads on every layer "
+                             "(heads['exits'], e.g. a depth_width run)")
+        if policy is None and (self.fused if fused is None else fused) and not return_scores:
             return self._run_fused(input_ids, token_type_ids)
         start = time.perf_counter()
         n = int(np.asarray(input_ids).size)
@@ -321,7 +354,9 @@ class TokenDropRunner:
         counts = np.zeros(L, np.int64)
         scores = np.full((L, n), np.nan, np.float32) if return_scores else None
         kept = np.zeros((L, n), bool) if return_scores else None
-        out = None
+        out, exit_layer = None, L
+        if policy is not None:
+            policy.reset()
         for l in range(L):  # CP l's decision, then layer l + 1
             p = np.asarray(packed)
             rows = np.flatnonzero(p[1, :cur] > 0.5)
@@ -336,13 +371,27 @@ class TokenDropRunner:
             if l < L - 1:
                 buf, packed = self.layer_step(self._layers[l], self._cps[l + 1],
                                               self._etas[l + 1], buf, idx)
+                if policy is not None:  # layer l + 1's output: rows [0, k) of the buffer
+                    here = np.where(np.arange(idx.shape[1]) < k, np.arange(idx.shape[1]), -1)
+                    row = np.asarray(self.exit_step(self._exit_heads[l], self._lte, buf,
+                                                    here[None].astype(np.int32)))[0]
+                    c = self.num_outputs
+                    lte = row[c] if self._lte is not None else None
+                    if policy.update(l + 1, layer_output(row[:c], lte, self.is_regression)):
+                        out, exit_layer = row[None, :c], l + 1
+                        break
             else:
                 out = self.last_step(self._layers[l], self._head, buf, idx)
         outputs = np.asarray(out)[0]
         seconds = time.perf_counter() - start
-        fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
-                                        self.cp_hidden)
-        return TokenDropResult(outputs, counts, fl, seconds, n, scores, kept)
+        if policy is None:
+            fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
+                                            self.cp_hidden)
+        else:
+            fl = example_flops(self.config, n, counts[:exit_layer], self.num_outputs,
+                               exit_layer, self._lte is not None, self.cp_hidden)
+            counts[exit_layer:] = 0
+        return TokenDropResult(outputs, counts, fl, seconds, n, scores, kept, exit_layer)
 
     def _run_fused(self, input_ids, token_type_ids) -> TokenDropResult:
         start = time.perf_counter()
@@ -355,7 +404,7 @@ class TokenDropRunner:
         seconds = time.perf_counter() - start
         fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
                                         self.cp_hidden)
-        return TokenDropResult(outputs, counts, fl, seconds, n)
+        return TokenDropResult(outputs, counts, fl, seconds, n, exit_layer=self.num_layers)
 
     def run_static_one(self, input_ids, token_type_ids=None) -> TokenDropResult:
         """The static full model (all layers on all tokens, no CPs) in one jitted call."""
@@ -366,7 +415,7 @@ class TokenDropRunner:
                                         ids, tt, mask))[0]
         seconds = time.perf_counter() - start
         return TokenDropResult(out, np.full(self.num_layers, n, np.int64),
-                               self.full_flops(n), seconds, n)
+                               self.full_flops(n), seconds, n, exit_layer=self.num_layers)
 
     def full_flops(self, n: int) -> int:
         return flops_lib.full_model_flops(self.config, int(n), self.num_outputs)
@@ -379,14 +428,14 @@ class TokenDropRunner:
             np.array([self.full_flops(r.num_tokens) for r in results], np.int64),
             np.array([r.seconds for r in results], np.float64),
             np.array([r.num_tokens for r in results], np.int32), self.is_regression,
-            list(results))
+            list(results), np.array([r.exit_layer for r in results], np.int32))
 
-    def run(self, inputs, return_scores: bool = False, fused: bool | None = None
-            ) -> TokenDropResults:
+    def run(self, inputs, return_scores: bool = False, fused: bool | None = None,
+            policy=None) -> TokenDropResults:
         """`inputs`: a `Batch` (rows one at a time, padding removed) or an iterable of
-        (input_ids, token_type_ids) pairs of real tokens."""
+        (input_ids, token_type_ids) pairs of real tokens; `policy`: see `run_one`."""
         examples = examples_from_batch(inputs) if isinstance(inputs, Batch) else inputs
-        return self.collect([self.run_one(ids, tt, return_scores, fused)
+        return self.collect([self.run_one(ids, tt, return_scores, fused, policy)
                              for ids, tt in examples])
 
     def run_static(self, inputs) -> TokenDropResults:

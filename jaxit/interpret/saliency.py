@@ -38,14 +38,16 @@ import numpy as np
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head
+from jaxit.heads import exit_head, pool_features
 
 # ----------------------------------------------------------------------------- the math
 
 
 def forward_from_embeddings(encoder: Encoder, params: dict, hidden0: jnp.ndarray,
-                            attention_mask: jnp.ndarray, head: str = "final") -> jnp.ndarray:
-    """All layers from the embedding output h^0 [B, T, D], then heads[head] on [CLS]:
+                            attention_mask: jnp.ndarray, head: str = "final",
+                            pooling: str = "cls") -> jnp.ndarray:
+    """All layers from the embedding output h^0 [B, T, D], then heads[head] on the pooled
+    last layer ([CLS], or the mean of the real tokens: the run's `method.pooling`):
     logits [B, C] (no dropout)."""
     cfg = encoder.config
     enc = params["encoder"]
@@ -57,12 +59,13 @@ def forward_from_embeddings(encoder: Encoder, params: dict, hidden0: jnp.ndarray
 
     stacked = None if cfg.shared_layers else enc["layers"]
     h, _ = jax.lax.scan(step, hidden0, stacked, length=cfg.num_layers)
-    logits, _ = exit_head(params["heads"][head], h[:, 0])
+    logits, _ = exit_head(params["heads"][head],
+                          pool_features(h, jnp.asarray(attention_mask), pooling))
     return logits
 
 
 def embedding_saliency(encoder: Encoder, params: dict, batch: Batch,
-                       head: str = "final") -> jnp.ndarray:
+                       head: str = "final", pooling: str = "cls") -> jnp.ndarray:
     """Eq. 2: ||∂y_c/∂h^0_i ⊙ h^0_i||_2 per token for the gold class c = batch.labels.
     Returns [B, T] float32, 0 on padding."""
     if batch.labels is None:
@@ -72,7 +75,8 @@ def embedding_saliency(encoder: Encoder, params: dict, batch: Batch,
     h0 = encoder.embed(params["encoder"], batch)
 
     def gold_logits(h):
-        logits = forward_from_embeddings(encoder, params, h, batch.attention_mask, head)
+        logits = forward_from_embeddings(encoder, params, h, batch.attention_mask, head,
+                                         pooling)
         return jnp.take_along_axis(logits.astype(jnp.float32), labels[:, None], axis=-1).sum()
 
     grad = jax.grad(gold_logits)(h0)
@@ -198,7 +202,8 @@ def extract_saliencies(run_dir, out_dir, splits: Sequence[str] = ("train",), top
     for split in splits:
         task, enc_cfg, ds = _dataset(config, split, max_examples)
         encoder = make_encoder(enc_cfg)
-        fn = jax.jit(functools.partial(embedding_saliency, encoder))
+        fn = jax.jit(functools.partial(embedding_saliency, encoder,
+                                       pooling=config.method.get("pooling") or "cls"))
         meta = {"task": task.name, "split": split, "max_length": int(config.data.max_length),
                 "num_examples": len(ds), "run": summary["run"], "normalised": False}
         per_ckpt = []

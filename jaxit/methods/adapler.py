@@ -69,7 +69,7 @@ import optax
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import MASK_MIN, Encoder, _gelu_erf, dense, mask_bias_from
-from jaxit.heads import exit_head, init_exit_head, task_loss
+from jaxit.heads import exit_head, init_exit_head, pool_features, task_loss
 from jaxit.methods.base import Method, label_by_top_key
 
 CP_HIDDEN = 32
@@ -226,15 +226,20 @@ def lambda_at(step, steps_per_epoch: int, base: float = 10.0, growth: float = 10
 
 
 def adapler_forward(encoder: Encoder, params: dict, batch: Batch, lam, rng=None,
-                    theta_d: jnp.ndarray | None = None, beta: float = BETA) -> dict:
+                    theta_d: jnp.ndarray | None = None, beta: float = BETA,
+                    pooling: str = "cls", layer_features: bool = False) -> dict:
     """The soft-removal forward (§3.3): embedding, then ONE `lax.scan` over layers carrying
     (hidden, accumulated mask M); see the module docstring for the per-layer recurrence.
 
     lam: λ (scalar; use EVAL_LAMBDA for a hard cut); theta_d: [L] dummy θ_d (default ones;
-    pass it to differentiate w.r.t. it); rng: dropout key (None = no dropout).
+    pass it to differentiate w.r.t. it); rng: dropout key (None = no dropout); pooling:
+    what the final head reads ("cls", or "mean": the mean of the kept tokens weighted by
+    their soft keep exp(M), `soft_pool`); layer_features: also return every layer's pooled
+    state (exit heads on every layer: `jaxit.methods.depth_width`).
     Returns {"scores": [L, B, T] S̃^ℓ (CP outputs), "masks": [L, B, T] M after CP ℓ (the
     additive mask layer ℓ+1 runs with), "n_kept": [L, B] soft count of the tokens layer
-    ℓ+1 runs on (Σ exp(M), [CLS] incl.), "deltas": [L, B] δ^ℓ, "logits": [B, C]}.
+    ℓ+1 runs on (Σ exp(M), [CLS] incl.), "deltas": [L, B] δ^ℓ, "logits": [B, C],
+    ["features": [L, B, D] the pooled output of layer ℓ+1]}.
     """
     cfg = encoder.config
     enc, heads = params["encoder"], params["heads"]
@@ -262,13 +267,26 @@ def adapler_forward(encoder: Encoder, params: dict, batch: Batch, lam, rng=None,
         m_acc = jnp.maximum(m_acc + jnp.where(removable, m, 0.0), MASK_MIN)
         h = encoder.block(lp, h, m_acc, key)
         n_after = jnp.exp(m_acc).at[:, 0].set(1.0).sum(-1)
-        return (h, m_acc), (scores, m_acc, n_after, delta[:, 0])
+        feats = soft_pool(h, m_acc, pooling) if layer_features else None
+        return (h, m_acc), (scores, m_acc, n_after, delta[:, 0], feats)
 
     xs = (layers, heads["cp"], eta, theta_d, keys)
-    (h, _), (scores, masks, n_kept, deltas) = jax.lax.scan(step, (hidden, mask0), xs, length=L)
-    logits, _ = exit_head(heads["final"], h[:, 0], r_head, cfg.hidden_dropout)
-    return {"scores": scores, "masks": masks, "n_kept": n_kept, "deltas": deltas,
-            "logits": logits}
+    (h, m_last), (scores, masks, n_kept, deltas, feats) = jax.lax.scan(
+        step, (hidden, mask0), xs, length=L)
+    logits, _ = exit_head(heads["final"], soft_pool(h, m_last, pooling), r_head,
+                          cfg.hidden_dropout)
+    out = {"scores": scores, "masks": masks, "n_kept": n_kept, "deltas": deltas,
+           "logits": logits}
+    if layer_features:
+        out["features"] = feats
+    return out
+
+
+def soft_pool(hidden: jnp.ndarray, mask: jnp.ndarray, pooling: str) -> jnp.ndarray:
+    """The heads' input under an accumulated additive mask M [B, T]: [CLS]'s state, or the
+    mean of the tokens weighted by their soft keep exp(M) (padding and removed tokens 0; at
+    λ = EVAL_LAMBDA the plain mean of the kept tokens, what the engine pools). [B, D]."""
+    return pool_features(hidden, jnp.exp(mask), pooling)
 
 
 def tokens_per_layer(out: dict, attention_mask) -> np.ndarray:
@@ -300,7 +318,7 @@ def layer_weights(num_layers: int) -> jnp.ndarray:
 
 
 def adapler_objectives(encoder: Encoder, params: dict, theta_d: jnp.ndarray, batch: Batch,
-                       lam, rng=None, beta: float = BETA):
+                       lam, rng=None, beta: float = BETA, pooling: str = "cls"):
     """One soft-removal forward -> ((L_CE, L_CP, L_LENGTH), metrics).
 
     L_CE: mean cross-entropy; L_CP = Σ_ℓ (L-ℓ) KL(Ŝ^ℓ||S̃^ℓ) (eq. 6, batch mean; θ enters
@@ -312,7 +330,7 @@ def adapler_objectives(encoder: Encoder, params: dict, theta_d: jnp.ndarray, bat
                          "method.saliency_dir to the output of `python -m "
                          "jaxit.interpret.saliency` for this task")
     L = encoder.config.num_layers
-    out = adapler_forward(encoder, params, batch, lam, rng, theta_d, beta)
+    out = adapler_forward(encoder, params, batch, lam, rng, theta_d, beta, pooling)
     ce = task_loss(out["logits"], jnp.asarray(batch.labels), False).mean()
     theta = jax.lax.stop_gradient(jnp.asarray(params["heads"]["theta"], jnp.float32))
     kl = cp_loss_per_layer(out["scores"], jnp.asarray(batch.token_targets, jnp.float32),
@@ -336,19 +354,27 @@ def adapler_grads(objectives: Callable, params: dict, num_layers: int, gamma: fl
     ∂(ce + γ cp); η gets ∂(ce + φ length); θ gets ∂(ce + φ length)/∂θ_d / max(θ, 1e-3)
     (appendix B, eq. 14). Returns (main loss, metrics, grads shaped like params).
     """
+    return split_objective_grads(objectives, params, num_layers, (1.0, gamma, 0.0),
+                                 (1.0, 0.0, phi))
+
+
+def split_objective_grads(objectives: Callable, params: dict, num_layers: int,
+                          main_weights: tuple, speed_weights: tuple):
+    """Two weighted sums of the same losses, differentiated from one forward: every param
+    but η and θ gets ∂(Σ main_weights · losses); η gets ∂(Σ speed_weights · losses) and θ
+    that objective's ∂/∂θ_d / max(θ, 1e-3) (eq. 14). objectives(params, theta_d) ->
+    (tuple of scalar losses, metrics). Returns (main loss, metrics + "loss_speed", grads)."""
     theta_d = jnp.ones((num_layers,), jnp.float32)
     losses, vjp, metrics = jax.vjp(objectives, params, theta_d, has_aux=True)
-    ce, l_cp, length = losses
-    one, zero = jnp.ones_like(ce), jnp.zeros_like(ce)
-    g_main, _ = vjp((one, jnp.full_like(ce, gamma), zero))
-    g_speed, g_theta_d = vjp((one, zero, jnp.full_like(ce, phi)))
+    cot = lambda ws: tuple(jnp.full_like(x, w) for x, w in zip(losses, ws))
+    g_main, _ = vjp(cot(main_weights))
+    g_speed, g_theta_d = vjp(cot(speed_weights))
     theta = jnp.asarray(params["heads"]["theta"], jnp.float32)
     heads = {**g_main["heads"], "eta": g_speed["heads"]["eta"],
              "theta": (g_theta_d / jnp.maximum(theta, THETA_FLOOR)).astype(theta.dtype)}
     grads = {**g_main, "heads": heads}
-    main = ce + gamma * l_cp
-    metrics = {**metrics, "loss_speed": ce + phi * length}
-    return main, metrics, grads
+    total = lambda ws: sum(w * x for x, w in zip(losses, ws) if w)
+    return total(main_weights), {**metrics, "loss_speed": total(speed_weights)}, grads
 
 
 def speed_optimizer(num_steps: int, lr: float = 5e-4, warmup_fraction: float = 0.06,
@@ -375,7 +401,7 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
                  eta_init: float = ETA_INIT, theta_init: float = THETA_INIT,
                  speed_lr: float = 5e-4, speed_warmup_fraction: float = 0.06,
                  speed_clip_norm: float = 1.0, cp_lr_scale: float = 1.0,
-                 saliency_dir: str = "", name: str = "adapler") -> Method:
+                 saliency_dir: str = "", pooling: str = "cls", name: str = "adapler") -> Method:
     """An AdapLeR length-reduction `Method` (phase 3; see the module docstring).
 
     Start it from a fine-tuned run (`init_from`): the encoder and the "final" head are
@@ -410,7 +436,8 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
         return lambda_at(step, steps_per_epoch, lambda_base, lambda_growth)
 
     def objectives(params, theta_d, batch, rng, step):
-        return adapler_objectives(encoder, params, theta_d, batch, lam(step), rng, beta)
+        return adapler_objectives(encoder, params, theta_d, batch, lam(step), rng, beta,
+                                  pooling)
 
     def loss(params, batch, rng, step):
         (ce, l_cp, _), metrics = objectives(params, jnp.ones((L,), jnp.float32), batch, rng,
@@ -422,7 +449,7 @@ def make_adapler(encoder: Encoder, num_outputs: int, is_regression: bool, num_st
                              gamma, phi)
 
     def predict(params, batch):
-        return adapler_forward(encoder, params, batch, EVAL_LAMBDA)["logits"]
+        return adapler_forward(encoder, params, batch, EVAL_LAMBDA, pooling=pooling)["logits"]
 
     def prepare_data(dataset, split):
         if not saliency_dir:
@@ -449,7 +476,7 @@ def build_adapler(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
     """Registry builder. Options of `mcfg` (defaults = the authors' SST-2 setting): gamma
     (5e-3), phi (5e-4), lambda_base (10), lambda_growth (10), beta (0.1), eta_init (0.25),
     theta_init (1), speed_lr (5e-4), speed_warmup_fraction (0.06), speed_clip_norm (1),
-    cp_lr_scale (1), saliency_dir (required for training)."""
+    cp_lr_scale (1), saliency_dir (required for training), pooling (cls)."""
     from jaxit.methods.early_exit import _opt
 
     spe = steps_per_epoch or num_steps
@@ -464,13 +491,15 @@ def build_adapler(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
         speed_warmup_fraction=float(_opt(mcfg, "speed_warmup_fraction", 0.06)),
         speed_clip_norm=float(_opt(mcfg, "speed_clip_norm", 1.0)),
         cp_lr_scale=float(_opt(mcfg, "cp_lr_scale", 1.0)),
-        saliency_dir=str(_opt(mcfg, "saliency_dir", "")))
+        saliency_dir=str(_opt(mcfg, "saliency_dir", "")),
+        pooling=str(_opt(mcfg, "pooling", "cls")))
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate_soft_mask(encoder: Encoder, params: dict, batches, eta=None) -> dict:
+def evaluate_soft_mask(encoder: Encoder, params: dict, batches, eta=None,
+                       pooling: str = "cls") -> dict:
     """Soft-mask evaluation at λ = EVAL_LAMBDA (what hard dropping computes) over
     (batch, valid) pairs (`jaxit.data.eval_batches`). `eta` ([L] or scalar) overrides η (0 =
     no reduction). Returns {"predictions" [N], "labels" [N], "tokens_per_layer" [N, L],
@@ -484,7 +513,7 @@ def evaluate_soft_mask(encoder: Encoder, params: dict, batches, eta=None) -> dic
     if eta is not None:
         eta = jnp.broadcast_to(jnp.asarray(eta, jnp.float32), (cfg.num_layers,))
         params = {**params, "heads": {**params["heads"], "eta": eta}}
-    fwd = jax.jit(lambda p, b: adapler_forward(encoder, p, b, EVAL_LAMBDA))
+    fwd = jax.jit(lambda p, b: adapler_forward(encoder, p, b, EVAL_LAMBDA, pooling=pooling))
     preds, labels, tpl, ntok = [], [], [], []
     for batch, valid in batches:
         out = jax.device_get(fwd(params, batch._replace(labels=None, token_targets=None)))

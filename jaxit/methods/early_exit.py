@@ -164,6 +164,69 @@ def elbert_weights(t: jnp.ndarray, num_layers: int) -> jnp.ndarray:
     return jnp.concatenate([w, (num_layers - w.sum())[None]])
 
 
+def exit_losses(strategy: str, outputs: jnp.ndarray, lte: jnp.ndarray | None,
+                labels: jnp.ndarray, step, stage1_steps: int, is_regression: bool,
+                loss_weights: jnp.ndarray | None = None) -> tuple[jnp.ndarray, dict]:
+    """The strategy's training loss from every layer's outputs [L, B, C] (and LTE
+    certainties [L, B] or None) -> (scalar loss, metrics); see the module docstring."""
+    step = jnp.asarray(step)
+    n_layers = outputs.shape[0]
+    per_layer = task_loss(outputs, labels, is_regression).mean(axis=1)  # [L]
+    last, total = per_layer[-1], per_layer.sum()
+    if strategy == "joint":
+        main = total
+    elif strategy == "two_stage":
+        main = jnp.where(step < stage1_steps, last, total - last)
+    elif strategy == "alternating":
+        main = jnp.where(step % 2 == 0, last, total)
+    elif strategy == "fastbert":
+        teacher = jax.lax.stop_gradient(outputs[-1])
+        student = outputs[:-1]
+        if is_regression:
+            distill = jnp.square(student[..., 0] - teacher[None, :, 0]).mean(axis=1)
+        else:
+            log_t = jax.nn.log_softmax(teacher.astype(jnp.float32), axis=-1)
+            log_s = jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)
+            distill = (jnp.exp(log_t)[None] * (log_t[None] - log_s)).sum(-1).mean(axis=1)
+        main = jnp.where(step < stage1_steps, last, distill.sum().astype(last.dtype))
+    elif strategy == "pabee":
+        coef = jnp.arange(1, n_layers + 1, dtype=per_layer.dtype)
+        main = (coef * per_layer).sum() / coef.sum()
+    elif strategy == "elbert":
+        w = elbert_weights(loss_weights, n_layers)
+        main = (w.astype(per_layer.dtype) * per_layer).sum()
+    else:
+        raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
+    metrics = {"loss_last": last, "loss_exits_mean": per_layer.mean(), "loss_main": main}
+    value = main
+    if lte is not None:
+        target = lte_targets(outputs, labels, is_regression)
+        j_layers = jnp.square(lte - target).mean(axis=1)  # [L]
+        j = j_layers.sum()
+        if strategy in ("two_stage", "fastbert"):  # L_i -> L_i + J_i within each stage
+            j = jnp.where(step < stage1_steps, j_layers[-1], j - j_layers[-1])
+        value = value + j
+        metrics["loss_lte"] = j
+    return value, metrics
+
+
+def strategy_gates(strategy: str, stage1_steps: int, has_exits: bool = True,
+                   lte: bool = False) -> dict:
+    """When each group trains under `strategy`: "backbone", "final", "exits" (when the
+    model has separate exit heads), "lte"."""
+    gates: dict = {"backbone": "train", "final": "train", "exits": "train"}
+    if strategy in ("two_stage", "fastbert"):
+        gates = {"backbone": lambda s: s < stage1_steps, "final": lambda s: s < stage1_steps,
+                 "exits": lambda s: s >= stage1_steps}
+    elif strategy == "alternating":
+        gates = {"backbone": "train", "final": "train", "exits": lambda s: s % 2 == 1}
+    if not has_exits:
+        gates.pop("exits")
+    if lte:
+        gates["lte"] = "train"
+    return gates
+
+
 # ----------------------------------------------------------------------------- method
 
 
@@ -204,44 +267,9 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
         return params
 
     def loss(params, batch, rng, step):
-        step = jnp.asarray(step)
         out = all_layer_outputs(encoder, params, batch, rng, pooling)
-        labels = jnp.asarray(batch.labels)
-        per_layer = task_loss(out.outputs, labels, is_regression).mean(axis=1)  # [L]
-        last, total = per_layer[-1], per_layer.sum()
-        if strategy == "joint":
-            main = total
-        elif strategy == "two_stage":
-            main = jnp.where(step < stage1_steps, last, total - last)
-        elif strategy == "alternating":
-            main = jnp.where(step % 2 == 0, last, total)
-        elif strategy == "fastbert":
-            teacher = jax.lax.stop_gradient(out.outputs[-1])
-            student = out.outputs[:-1]
-            if is_regression:
-                distill = jnp.square(student[..., 0] - teacher[None, :, 0]).mean(axis=1)
-            else:
-                log_t = jax.nn.log_softmax(teacher.astype(jnp.float32), axis=-1)
-                log_s = jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)
-                distill = (jnp.exp(log_t)[None] * (log_t[None] - log_s)).sum(-1).mean(axis=1)
-            main = jnp.where(step < stage1_steps, last, distill.sum().astype(last.dtype))
-        elif strategy == "pabee":
-            coef = jnp.arange(1, n_layers + 1, dtype=per_layer.dtype)
-            main = (coef * per_layer).sum() / coef.sum()
-        else:  # elbert
-            w = elbert_weights(params["heads"]["loss_weights"], n_layers)
-            main = (w.astype(per_layer.dtype) * per_layer).sum()
-        metrics = {"loss_last": last, "loss_exits_mean": per_layer.mean(), "loss_main": main}
-        value = main
-        if lte:
-            target = lte_targets(out.outputs, labels, is_regression)
-            j_layers = jnp.square(out.lte - target).mean(axis=1)  # [L]
-            j = j_layers.sum()
-            if strategy in ("two_stage", "fastbert"):  # L_i -> L_i + J_i within each stage
-                j = jnp.where(step < stage1_steps, j_layers[-1], j - j_layers[-1])
-            value = value + j
-            metrics["loss_lte"] = j
-        return value, metrics
+        return exit_losses(strategy, out.outputs, out.lte, jnp.asarray(batch.labels), step,
+                           stage1_steps, is_regression, params["heads"].get("loss_weights"))
 
     def predict(params, batch):
         # The static full model: the encoder and the last layer's head only.
@@ -254,16 +282,8 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
     def param_labels(params):
         return label_by_top_key(params, GROUPS, "backbone")
 
-    gates: dict = {"backbone": "train", "final": "train", "exits": "train"}
-    if strategy in ("two_stage", "fastbert"):
-        gates = {"backbone": lambda s: s < stage1_steps, "final": lambda s: s < stage1_steps,
-                 "exits": lambda s: s >= stage1_steps}
-    elif strategy == "alternating":
-        gates = {"backbone": "train", "final": "train", "exits": lambda s: s % 2 == 1}
-    if n_layers == 1 or shared:
-        gates.pop("exits")
-    if lte:
-        gates["lte"] = "train"
+    gates = strategy_gates(strategy, stage1_steps, has_exits=n_layers > 1 and not shared,
+                           lte=lte)
     lr_scale = {}
     if n_layers > 1 and not shared and exits_lr_scale != 1.0:
         lr_scale["exits"] = float(exits_lr_scale)

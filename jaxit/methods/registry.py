@@ -10,6 +10,7 @@ from jaxit.errors import UnknownNameError, did_you_mean
 from jaxit.methods.adapler import build_adapler
 from jaxit.methods.base import Method
 from jaxit.methods.dact import build_dact
+from jaxit.methods.depth_width import build_depth_width
 from jaxit.methods.early_exit import ALIASES as _EARLY_EXIT_NAMES
 from jaxit.methods.early_exit import build_early_exit
 from jaxit.methods.finetune import make_finetune
@@ -21,6 +22,7 @@ _BUILDERS: dict[str, Callable[..., Method]] = {
         enc, n_out, is_reg, pooling=(mcfg.get("pooling", None) or "cls")),
     "dact": build_dact,
     "adapler": build_adapler,
+    "depth_width": build_depth_width,
 }
 
 
