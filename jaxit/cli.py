@@ -42,6 +42,8 @@ flags.DEFINE_integer("process_id", None, "distributed: this process's index (CUD
 flags.DEFINE_list("policies", ["confidence", "entropy", "patience"],
                   "sweep: exit policies to sweep (confidence, entropy, normalized_entropy, "
                   "patience, lte, elbert)")
+flags.DEFINE_list("eta_scales", None, "sweep, depth + width runs: scales of the trained eta "
+                  "for the 2-D sweep (default: jaxit.depth_width_sweep.DEFAULT_ETA_SCALES)")
 flags.DEFINE_float("tolerance", 0.01, "sweep: operating point = largest FLOPs speed-up within "
                    "this score loss of the full model")
 flags.DEFINE_integer("wallclock_examples", 200, "sweep: dev examples timed by the batch-1 runner")
@@ -153,14 +155,28 @@ def _sweep(argv):
     report = sweep_checkpoint(config, workdir, which=_best_or_latest(), policies=FLAGS.policies,
                               tolerance=FLAGS.tolerance,
                               wallclock_examples=FLAGS.wallclock_examples,
-                              batch_size=FLAGS.batch_size)
+                              batch_size=FLAGS.batch_size,
+                              eta_scales=_floats("eta_scales", FLAGS.eta_scales))
     print(json.dumps({"full_model_score": report["full_model_score"],
                       "layerwise": report["layerwise"],
                       "operating_points": report["operating_points"]}, indent=2, default=float))
     from jaxit.interpret.report_page import write_sweep_page
 
     page = write_sweep_page(workdir, report)
-    print(f"wrote {workdir}/sweep/exits.json, tradeoff.png and {page}")
+    name = "depth_width.json" if "pareto" in report else "exits.json"
+    print(f"wrote {workdir}/sweep/{name}, tradeoff.png and {page}")
+
+
+def _floats(flag: str, values):
+    """A list flag's values as floats (None when unset); a bad value is a user error."""
+    if values is None:
+        return None
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        from jaxit.errors import UserError
+
+        raise UserError(f"--{flag}: expected numbers, got {','.join(values)}") from None
 
 
 def _demo(argv):

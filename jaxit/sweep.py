@@ -190,11 +190,20 @@ def setup_buckets(setup) -> tuple[int, ...]:
 
 def sweep_checkpoint(config, workdir, which: str = "best", policies=DEFAULT_POLICIES,
                      tolerance: float = 0.01, wallclock_examples: int = 200,
-                     batch_size: int = 32) -> dict:
-    """`jaxit sweep`: restore a trained multi-exit run and analyse its exits."""
+                     batch_size: int = 32, eta_scales=None) -> dict:
+    """`jaxit sweep`: restore a trained multi-exit run and analyse its exits. A depth +
+    width run (exit heads and CPs) gets the 2-D sweep (`jaxit.depth_width_sweep`: the first
+    threshold rule of `policies` × `eta_scales`)."""
     from jaxit.train.evaluate import restore_params
 
     setup, params = restore_params(config, workdir, which)
+    if has_exit_heads(params["heads"]) and "cp" in params["heads"]:  # depth + width
+        from jaxit.depth_width_sweep import DEFAULT_ETA_SCALES, sweep_depth_width
+
+        rule = next((p for p in policies if p in ("confidence", "entropy", "lte",
+                                                   "normalized_entropy")), "confidence")
+        return sweep_depth_width(setup, params, Path(workdir) / "sweep", rule,
+                                 eta_scales or DEFAULT_ETA_SCALES, tolerance, batch_size)
     if not has_exit_heads(params["heads"]):
         raise ValueError(f"the run in {workdir} ({config.method.name}) has no intermediate exit "
                          "heads; train an early-exit method (e.g. --config.method.name=berxit)")

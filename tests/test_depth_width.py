@@ -253,3 +253,41 @@ def _metrics(workdir):
     import json
 
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.standard_promotion
+def test_sweep_is_two_dimensional_and_the_engine_agrees(phases):
+    """`jaxit sweep` on a depth + width run: threshold × η scale, the Pareto front, both
+    single-axis curves; each operating point, run through the batched engine, has the FLOPs
+    speed-up and score the sweep's simulation gave it."""
+    from jaxit.configs import config_from_run
+    from jaxit.sweep import sweep_checkpoint
+    from jaxit.train.loop import train
+
+    run = phases / "sweep_run"
+    c = _dw_config(phases, "ft", strategy="alternating")
+    c.train.num_steps = 8
+    train(c, run)
+    report = sweep_checkpoint(config_from_run(run), run, policies=["confidence"],
+                              eta_scales=[0.0, 1.0, 4.0, 16.0], batch_size=8)
+    assert (run / "sweep" / "depth_width.json").is_file()
+    assert (run / "sweep" / "tradeoff.png").stat().st_size > 5000
+    pts = report["points"]
+    assert {p["eta_scale"] for p in pts} == {0.0, 1.0, 4.0, 16.0}
+    full = [p for p in pts if p["eta_scale"] == 0.0 and p["threshold"] is None]
+    assert len(full) == 1 and full[0]["kept_fraction"] == 1.0
+    assert full[0]["avg_exit_layer"] == 2.0 and report["full_model_score"] == full[0]["score"]
+    assert min(p["kept_fraction"] for p in report["tokens_only"]) < 0.9  # η scales drop tokens
+    assert min(p["avg_exit_layer"] for p in report["exits_only"]) == 1.0  # thresholds span
+    front = report["pareto"]
+    speed = [p["flops_speedup"] for p in front]
+    assert speed == sorted(speed) and all(a["score"] > b["score"] for a, b in zip(front, front[1:]))
+    for p in pts:  # nothing off the front beats it on both axes
+        assert not any(q["flops_speedup"] > p["flops_speedup"] and q["score"] > p["score"]
+                       for q in pts) or p not in front
+    for name, point in report["operating_points"].items():
+        assert point["score"] >= report["full_model_score"] - 0.01, name
+        measured = point["batched"]
+        assert measured["flops_speedup"] == pytest.approx(point["flops_speedup"], rel=1e-9)
+        assert measured["accuracy"] == pytest.approx(point["score"])
+        assert measured["avg_exit_layer"] == pytest.approx(point["avg_exit_layer"])
