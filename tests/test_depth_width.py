@@ -3,6 +3,8 @@ dev sentences: with η = 0 it is its early-exit half, with an exit rule that nev
 AdapLeR half; the batch-1 runner and the batched engine agree on exits, kept tokens,
 outputs and FLOPs; the FLOPs account by hand; training on the tiny task (both recipes)."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +36,7 @@ def model(minilm_dir, data_dir):
     random CPs (peaked enough to drop tokens) and η = 1; 48 SST-2 dev sentences."""
     cfg, enc_params = load_pretrained(minilm_dir)
     enc = make_encoder(cfg)
-    examples, labels = load_runner_examples(load_tokenizer(minilm_dir), "sst2", "dev",
+    examples, _ = load_runner_examples(load_tokenizer(minilm_dir), "sst2", "dev",
                                             max_length=64, data_dir=data_dir)
     m = make_depth_width(enc, 2, False, 10, 10, lte=True, pooling=POOLING)
     params = m.init(jax.random.PRNGKey(0), enc_params)
@@ -281,7 +283,8 @@ def test_sweep_is_two_dimensional_and_the_engine_agrees(phases):
     assert min(p["avg_exit_layer"] for p in report["exits_only"]) == 1.0  # thresholds span
     front = report["pareto"]
     speed = [p["flops_speedup"] for p in front]
-    assert speed == sorted(speed) and all(a["score"] > b["score"] for a, b in zip(front, front[1:]))
+    assert speed == sorted(speed)
+    assert all(a["score"] > b["score"] for a, b in itertools.pairwise(front))
     for p in pts:  # nothing off the front beats it on both axes
         assert not any(q["flops_speedup"] > p["flops_speedup"] and q["score"] > p["score"]
                        for q in pts) or p not in front

@@ -329,8 +329,15 @@ def adapler_objectives(encoder: Encoder, params: dict, theta_d: jnp.ndarray, bat
         raise ValueError("AdapLeR training needs saliency targets in batch.token_targets: set "
                          "method.saliency_dir to the output of `python -m "
                          "jaxit.interpret.saliency` for this task")
-    L = encoder.config.num_layers
     out = adapler_forward(encoder, params, batch, lam, rng, theta_d, beta, pooling)
+    ce, l_cp, length, metrics = adapler_terms(out, params, batch, lam)
+    return (ce, l_cp, length), metrics
+
+
+def adapler_terms(out: dict, params: dict, batch: Batch, lam):
+    """(L_CE of out["logits"], L_CP, L_LENGTH, metrics) from a soft-removal forward's output
+    (`adapler_forward`); see `adapler_objectives`."""
+    L = out["scores"].shape[0]
     ce = task_loss(out["logits"], jnp.asarray(batch.labels), False).mean()
     theta = jax.lax.stop_gradient(jnp.asarray(params["heads"]["theta"], jnp.float32))
     kl = cp_loss_per_layer(out["scores"], jnp.asarray(batch.token_targets, jnp.float32),
@@ -343,7 +350,7 @@ def adapler_objectives(encoder: Encoder, params: dict, theta_d: jnp.ndarray, bat
                "kept_fraction_last": (out["n_kept"][-1] / real).mean(),
                "lambda": jnp.asarray(lam, jnp.float32),
                "eta_mean": params["heads"]["eta"].mean(), "theta_mean": theta.mean()}
-    return (ce, l_cp, length), metrics
+    return ce, l_cp, length, metrics
 
 
 def adapler_grads(objectives: Callable, params: dict, num_layers: int, gamma: float,

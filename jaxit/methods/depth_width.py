@@ -41,15 +41,14 @@ import jax.numpy as jnp
 
 from jaxit.encoders.transformer import Encoder
 from jaxit.errors import ConfigError
-from jaxit.heads import all_exit_heads, lte_certainty, stacked_heads, task_loss
+from jaxit.heads import all_exit_heads, lte_certainty, stacked_heads
 from jaxit.methods.adapler import (
     BETA,
     EVAL_LAMBDA,
     adapler_forward,
-    cp_loss_per_layer,
+    adapler_terms,
     init_cp,
     lambda_at,
-    layer_weights,
     speed_optimizer,
     split_objective_grads,
 )
@@ -132,20 +131,10 @@ def make_depth_width(encoder: Encoder, num_outputs: int, is_regression: bool, nu
                              "method.saliency_dir (python -m jaxit.interpret.saliency)")
         lam = lambda_at(step, steps_per_epoch, lambda_base, lambda_growth)
         out = depth_width_forward(encoder, params, batch, lam, rng, theta_d, beta, pooling)
-        labels = jnp.asarray(batch.labels)
-        exit_loss, metrics = exit_losses(strategy, out["outputs"], out.get("lte"), labels,
-                                         step, stage1_steps, False)
-        ce = task_loss(out["logits"], labels, False).mean()
-        theta = jax.lax.stop_gradient(jnp.asarray(params["heads"]["theta"], jnp.float32))
-        kl = cp_loss_per_layer(out["scores"], jnp.asarray(batch.token_targets, jnp.float32),
-                               batch.attention_mask, theta)
-        l_cp = jnp.sum(layer_weights(L) * kl)
-        length = out["n_kept"].sum(0).mean()
-        real = jnp.asarray(batch.attention_mask, jnp.float32).sum(-1)
-        metrics = {**metrics, "loss_ce": ce, "loss_cp": l_cp, "loss_length": length,
-                   "kept_fraction": (out["n_kept"] / real[None]).mean(),
-                   "lambda": jnp.asarray(lam, jnp.float32),
-                   "eta_mean": params["heads"]["eta"].mean()}
+        exit_loss, metrics = exit_losses(strategy, out["outputs"], out.get("lte"),
+                                         jnp.asarray(batch.labels), step, stage1_steps, False)
+        ce, l_cp, length, terms = adapler_terms(out, params, batch, lam)
+        metrics = {**metrics, **terms}
         return (exit_loss, ce, l_cp, length), metrics
 
     def loss(params, batch, rng, step):
