@@ -294,3 +294,13 @@ def test_sweep_is_two_dimensional_and_the_engine_agrees(phases):
         assert measured["flops_speedup"] == pytest.approx(point["flops_speedup"], rel=1e-9)
         assert measured["accuracy"] == pytest.approx(point["score"])
         assert measured["avg_exit_layer"] == pytest.approx(point["avg_exit_layer"])
+    # `jaxit predict` on the run starts at the sweep's fastest point: its rule and η scale
+    from jaxit.inference.predictor import load_predictor
+
+    best = max(report["operating_points"].values(), key=lambda p: p["flops_speedup"])
+    pred = load_predictor(run, batch_size=8)
+    assert pred.eta_scale == best["eta_scale"]
+    if best["threshold"] is None:
+        assert type(pred.policy).__name__ == "NeverExit"
+    else:
+        assert pred.policy.settings["threshold"] == pytest.approx(best["threshold"])

@@ -114,7 +114,12 @@ class Predictor:
             raise RunError(f"--eta_scale must be a number >= 0, got {eta_scale}")
         if int(batch_size) < 1:
             raise RunError(f"--batch_size must be >= 1, got {batch_size}")
-        self.eta_scale = 1.0 if eta_scale is None and has_cp else eta_scale
+        if eta_scale is None and has_cp:  # the sweep's point's η scale (depth + width), or 1
+            points = (run.sweep or {}).get("operating_points") or {}
+            chosen = max(points.values(), key=lambda p: p.get("flops_speedup", 0.0),
+                         default={}) if policy is None else {}
+            eta_scale = float(chosen.get("eta_scale", 1.0))
+        self.eta_scale = eta_scale
         sizes = sorted({s for s in PREDICT_BATCH_SIZES if s < batch_size} | {int(batch_size)})
         self.engine = BatchedEngine(run.encoder, run.params, run.num_outputs, run.is_regression,
                                     pooling=run.pooling, buckets=run.buckets,

@@ -137,6 +137,8 @@ def _load_workdir(root: Path, checkpoint) -> TrainedRun:
     _check_params(root, encoder, params)
     sweep = None
     sweep_file = root / "sweep" / "exits.json"
+    if not sweep_file.is_file():  # a depth + width run's 2-D sweep
+        sweep_file = root / "sweep" / "depth_width.json"
     if sweep_file.is_file():
         sweep = _sweep_summary(json.loads(sweep_file.read_text()))
     return TrainedRun(root, config, task, tokenizer, encoder, params, _step(root, checkpoint),
@@ -192,9 +194,15 @@ def _step(root: Path, checkpoint) -> int | None:
 
 
 def _sweep_summary(report: dict) -> dict:
-    """The parts of `jaxit sweep`'s exits.json that prediction uses."""
-    points = {name: {k: p[k] for k in ("threshold", "score", "flops_speedup", "avg_exit_layer")
-                     if k in p} for name, p in report.get("operating_points", {}).items()}
+    """The parts of `jaxit sweep`'s exits.json that prediction uses. A depth + width sweep
+    (depth_width.json) contributes its fastest operating point under its policy's name
+    ("never" when that point never exits), with the η scale it was measured at."""
+    keys = ("threshold", "score", "flops_speedup", "avg_exit_layer", "eta_scale")
+    points = {name: {k: p[k] for k in keys if k in p}
+              for name, p in report.get("operating_points", {}).items()}
+    if "pareto" in report and points:
+        best = max(points.values(), key=lambda p: p.get("flops_speedup", 0.0))
+        points = {report["policy"] if best.get("threshold") is not None else "never": best}
     return {"full_model_score": report.get("full_model_score"), "metric": report.get("metric"),
             "operating_points": points}
 
