@@ -108,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
     # A previous run's workdir: start from its best checkpoint's encoder and matching heads
     # (e.g. DACT stage 2 from a fine-tuned run, with method.stage1_fraction = 0). "" = off.
     c.init_from = ""
+    # which of init_from's checkpoints: best | latest | a step number (e.g. the fastest
+    # AdapLeR checkpoint within tolerance, rather than the one with the best dev score)
+    c.init_from_checkpoint = "best"
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch, split over all devices

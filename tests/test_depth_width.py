@@ -229,12 +229,17 @@ def test_joint_recipe_trains_everything_from_a_multi_exit_run(phases):
 def test_two_stage_recipe_trains_only_the_exits_on_a_frozen_adapler_run(phases):
     from jaxit.train.loop import train
 
+    from jaxit.train.init_from import load_run_params
+
     c = _dw_config(phases, "ft")
     c.method.name = "adapler"
+    c.save_every, c.keep_checkpoints = 2, 2
     _, ad = train(c, phases / "adapler")
-    _, state = train(_dw_config(phases, "adapler", strategy="two_stage", stage1_fraction=0.0,
-                                lte=True), phases / "exits_on_adapler")
-    new, old = state.params, ad.params
+    c = _dw_config(phases, "adapler", strategy="two_stage", stage1_fraction=0.0, lte=True)
+    c.init_from_checkpoint = "2"  # not the last: a chosen AdapLeR checkpoint
+    _, state = train(c, phases / "exits_on_adapler")
+    new, old = state.params, load_run_params(phases / "adapler", 2)
+    assert not np.allclose(np.asarray(old["heads"]["eta"]), np.asarray(ad.params["heads"]["eta"]))
     for name in ("final", "cp", "eta", "theta"):
         for a, b in zip(jax.tree.leaves(new["heads"][name]), jax.tree.leaves(old["heads"][name])):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

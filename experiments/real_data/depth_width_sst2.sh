@@ -7,7 +7,8 @@
 #   2. AdapLeR's phase 2 on it: saliencies of those 3 checkpoints (mean-pooled final head);
 #   3a. recipe A, `depth_width` joint from (1): AdapLeR's phase 3 with every exit's loss;
 #   3b. recipe B: AdapLeR phase 3 from (1) with the same schedule, then `depth_width`
-#      two_stage (stage1_fraction 0) from it: fresh exits trained on the frozen model;
+#      two_stage (stage1_fraction 0) from its last checkpoint: fresh exits trained on the
+#      frozen model;
 #   4. `jaxit sweep` of each final checkpoint: threshold x eta scale, batched wall clock.
 # Phase 3 settings: the AdapLeR SST-2 run's CPU deviations (lr 1e-5, CP lr x100, phi 1e-2,
 # eta/theta lr 2e-3, gamma 0.1) with lambda held at 10 (lambda_growth 1): on SST-2 the CPs
@@ -55,7 +56,8 @@ if want 3b; then
   jaxit train --config=$CFG --workdir="$RUNS/sst2_adapler" "${BASE[@]}" "${PHASE3[@]}" \
     --config.method.name=adapler || exit 1
   jaxit train --config=$CFG --workdir="$RUNS/sst2_dw_exits" "${BASE[@]}" "${PHASE3[@]}" \
-    --config.init_from="$RUNS/sst2_adapler" --config.method.name=depth_width \
+    --config.init_from="$RUNS/sst2_adapler" --config.init_from_checkpoint=latest \
+    --config.method.name=depth_width \
     --config.method.strategy=two_stage --config.method.stage1_fraction=0 \
     --config.train.num_epochs=1 --config.train.learning_rate=5e-5 \
     --config.method.exits_lr_scale=20 || exit 1

@@ -97,7 +97,8 @@ def train(config, workdir: str | Path, max_steps_this_run: int | None = None,
     if config.get("init_from"):
         from jaxit.train.init_from import init_from_run
 
-        params = init_from_run(params, config.init_from)
+        params = init_from_run(params, config.init_from,
+                               config.get("init_from_checkpoint") or "best")
     tx, labels = make_optimizer(config.train, method, params, num_steps)
     state = init_state(params, tx, config.train.seed)
     best_metric = config.best_metric or task.metrics[0]

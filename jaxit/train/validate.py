@@ -74,6 +74,8 @@ CHECKS: dict[str, Callable] = {
     "random_encoder.num_heads": _COUNT, "random_encoder.intermediate_size": _COUNT,
     "random_encoder.max_position_embeddings": _COUNT,
     "truncate_layers": _NONNEG_INT,
+    "init_from_checkpoint": lambda v: None if str(v) in ("best", "latest") or str(v).isdigit()
+    else "must be best, latest or a step number",
     "data.source": _choice("local", "hf", "tfds", "synthetic"),
     "data.max_length": _number(2, integer=True),
     "data.buckets": _buckets,
