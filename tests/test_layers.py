@@ -9,7 +9,7 @@ import jaxit
 
 RANK = {  # top-level module or package of jaxit -> layer
     "batch": 0, "errors": 0, "resources": 0, "metrics": 0, "data": 0, "encoders": 0, "flops": 0,
-    "heads": 1, "methods": 2, "train": 3, "configs": 3, "inference": 4, "sweep": 5,
+    "heads": 1, "methods": 2, "train": 3, "configs": 3, "inference": 4, "sweep": 5, "depth_width_sweep": 5,
     "interpret": 6, "export": 7, "predict_cli": 7, "demo": 7, "cli": 8,
     "hf_modeling_jaxit": 8,
 }
