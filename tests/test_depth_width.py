@@ -227,9 +227,8 @@ def test_joint_recipe_trains_everything_from_a_multi_exit_run(phases):
 
 @pytest.mark.standard_promotion
 def test_two_stage_recipe_trains_only_the_exits_on_a_frozen_adapler_run(phases):
-    from jaxit.train.loop import train
-
     from jaxit.train.init_from import load_run_params
+    from jaxit.train.loop import train
 
     c = _dw_config(phases, "ft")
     c.method.name = "adapler"
