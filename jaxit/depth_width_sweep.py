@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxit import flops as flops_lib
-from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.engine_results import example_flops
 from jaxit.inference.evaluate_exits import ExitTrace, get_metric, simulate_exits
 from jaxit.inference.policies import NeverExit, policy_for
@@ -34,13 +33,19 @@ from jaxit.methods.depth_width import depth_width_forward
 DEFAULT_ETA_SCALES = (0.0, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
 
 
-def depth_width_trace(setup, params, eta_scale: float, pooling: str):
-    """(ExitTrace of every layer's outputs with the CPs at η × eta_scale, tokens [N, L] each
-    layer ran on) over the dev split, each example once, in dev order."""
+def hard_cut_forward(setup, pooling: str):
+    """The jitted hard-cut forward (λ = 1e20) of a depth + width run: (params, batch) -> the
+    `depth_width_forward` dict. η is a param, so one compilation serves every η scale."""
     enc = setup.method.encoder
+    return jax.jit(lambda p, b: depth_width_forward(enc, p, b, EVAL_LAMBDA, pooling=pooling))
+
+
+def depth_width_trace(setup, params, eta_scale: float, fwd):
+    """(ExitTrace of every layer's outputs with the CPs at η × eta_scale, tokens [N, L] each
+    layer ran on) over the dev split, each example once, in dev order; fwd:
+    `hard_cut_forward(setup, pooling)`."""
     eta = jnp.asarray(params["heads"]["eta"], jnp.float32) * float(eta_scale)
     p = {**params, "heads": {**params["heads"], "eta": eta}}
-    fwd = jax.jit(lambda p, b: depth_width_forward(enc, p, b, EVAL_LAMBDA, pooling=pooling))
     outs, ltes, labels, ntok, tpl = [], [], [], [], []
     for batch, valid in setup.eval_batches():
         keep = np.asarray(valid, bool)
@@ -85,11 +90,6 @@ def pareto_front(points: Sequence[dict]) -> list[dict]:
     return front[::-1]
 
 
-def fastest_within(points: Sequence[dict], full: float, tolerance: float) -> dict | None:
-    ok = [p for p in points if p["score"] >= full - tolerance]
-    return max(ok, key=lambda p: (p["flops_speedup"], p["score"])) if ok else None
-
-
 def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
                       eta_scales: Sequence[float] = DEFAULT_ETA_SCALES,
                       tolerance: float = 0.01, batch_size: int = 32) -> dict:
@@ -98,7 +98,7 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
     static model); operating points: the fastest within `tolerance` of it on the 2-D grid,
     on the exits-only curve and on the tokens-only curve, each timed by the batched engine
     at `batch_size` against the static batched model (0 skips the timing)."""
-    from jaxit.sweep import method_pooling
+    from jaxit.sweep import method_pooling, pick_operating_point
 
     cfg = setup.method.encoder.config
     metric = setup.task.primary_metric
@@ -107,8 +107,9 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
     cp_hidden = int(np.shape(params["heads"]["cp"]["hidden"]["kernel"])[-1])
     scales = sorted({0.0, *(float(s) for s in eta_scales)})
     points, layerwise = [], None
+    fwd = hard_cut_forward(setup, pooling)
     for s in scales:
-        trace, tokens = depth_width_trace(setup, params, s, pooling)
+        trace, tokens = depth_width_trace(setup, params, s, fwd)
         make = lambda t: policy_for(policy, t, L, False)
         thresholds = refine_thresholds(trace, make, sweep_thresholds(trace, policy),
                                        name=policy)
@@ -122,12 +123,12 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
     full = next(p["score"] for p in points if p["eta_scale"] == 0.0 and p["threshold"] is None)
     exits_only = [p for p in points if p["eta_scale"] == 0.0]
     tokens_only = [p for p in points if p["threshold"] is None]
-    chosen = {f"depth+width ({policy})": fastest_within(points, full, tolerance),
-              f"exits only ({policy}, η = 0)": fastest_within(exits_only, full, tolerance),
-              "tokens only (never exit)": fastest_within(tokens_only, full, tolerance)}
-    chosen = {k: v for k, v in chosen.items() if v is not None}
+    # each set holds the full model (η = 0, never exit): a point always qualifies
+    chosen = {f"depth+width ({policy})": pick_operating_point(points, full, tolerance),
+              f"exits only ({policy}, η = 0)": pick_operating_point(exits_only, full, tolerance),
+              "tokens only (never exit)": pick_operating_point(tokens_only, full, tolerance)}
     if batch_size:
-        timed = _batched(setup, params, chosen, policy, batch_size, pooling)
+        timed = _batched(setup, params, chosen, policy, batch_size)
         chosen = {k: {**v, "batched": timed[k]} for k, v in chosen.items()}
     report = {"metric": metric, "policy": policy, "num_layers": L, "eta_scales": scales,
               "trained_eta": np.asarray(params["heads"]["eta"]).tolist(),
@@ -142,22 +143,15 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
     return report
 
 
-def _batched(setup, params, chosen: dict, policy: str, batch_size: int, pooling: str) -> dict:
-    from jaxit.sweep import dev_examples, setup_buckets
+def _batched(setup, params, chosen: dict, policy: str, batch_size: int) -> dict:
+    from jaxit.sweep import dev_engine
 
     L = setup.method.encoder.config.num_layers
     eta = np.asarray(params["heads"]["eta"], np.float32)
     settings = {k: (NeverExit() if p["threshold"] is None else
                     policy_for(policy, p["threshold"], L, False), eta * p["eta_scale"])
                 for k, p in chosen.items()}
-    examples = dev_examples(setup, len(setup.eval_data))
-    longest = max(ids.size for ids, _ in examples)
-    buckets = setup_buckets(setup)
-    fit = [b for b in buckets if b >= longest]
-    buckets = [b for b in buckets if b < longest] + fit[:1] if fit else buckets
-    engine = BatchedEngine(setup.method.encoder, params, setup.method.num_outputs, False,
-                           pooling=pooling, buckets=buckets,
-                           batch_sizes=sorted({1, 4, 8, 16, int(batch_size)}))
+    engine, examples = dev_engine(setup, params, batch_size)
     engine.warmup(*[p for p, _ in settings.values()])
     labels = np.asarray(setup.eval_data.labels)
     return measure_throughput(engine, examples, settings, labels=labels,

@@ -144,6 +144,15 @@ def batched_throughput(setup, params, chosen: dict, trace: ExitTrace, batch_size
     L = trace.num_layers
     policies = {n: policy_for(n, p["threshold"], L, trace.is_regression)
                 for n, p in chosen.items()}
+    engine, examples = dev_engine(setup, params, batch_size)
+    engine.warmup(*policies.values())
+    return measure_throughput(engine, examples, {n: (p, None) for n, p in policies.items()},
+                              labels=trace.labels, metric=setup.task.primary_metric)
+
+
+def dev_engine(setup, params, batch_size: int):
+    """(the batched engine for a run's params over the buckets its dev split needs, batch
+    sizes 1..batch_size; the dev examples' real tokens)."""
     examples = dev_examples(setup, len(setup.eval_data))
     longest = max(ids.size for ids, _ in examples)
     buckets = setup_buckets(setup)
@@ -152,9 +161,7 @@ def batched_throughput(setup, params, chosen: dict, trace: ExitTrace, batch_size
     engine = BatchedEngine(setup.method.encoder, params, setup.method.num_outputs,
                            setup.method.is_regression, pooling=method_pooling(setup),
                            buckets=buckets, batch_sizes=sorted({1, 4, 8, 16, int(batch_size)}))
-    engine.warmup(*policies.values())
-    return measure_throughput(engine, examples, {n: (p, None) for n, p in policies.items()},
-                              labels=trace.labels, metric=setup.task.primary_metric)
+    return engine, examples
 
 
 def exits_by_difficulty(trace: ExitTrace, difficulty: np.ndarray, chosen: dict) -> dict:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from jaxit import flops
-from jaxit.batch import Batch
 from jaxit.encoders import load_pretrained, load_tokenizer, make_encoder
 from jaxit.encoders.config import EncoderConfig
 from jaxit.inference import ConfidencePolicy, EarlyExitRunner, NeverExit, load_runner_examples
+from jaxit.inference.buckets import batch_from_examples
 from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.engine_results import example_flops
 from jaxit.inference.token_drop import TokenDropRunner
@@ -60,11 +60,7 @@ def _halves(params):
 
 
 def _batch(examples, pad_id, t=64):
-    ids = np.full((len(examples), t), pad_id, np.int32)
-    mask = np.zeros((len(examples), t), np.int32)
-    for i, (tok, _) in enumerate(examples):
-        ids[i, :tok.size], mask[i, :tok.size] = tok, 1
-    return Batch(jnp.asarray(ids), jnp.zeros_like(jnp.asarray(ids)), jnp.asarray(mask), None)
+    return batch_from_examples(examples, pad_id, t)
 
 
 def _threshold(enc, params, sub):
@@ -244,7 +240,14 @@ def test_two_stage_recipe_trains_only_the_exits_on_a_frozen_adapler_run(phases):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for a, b in zip(jax.tree.leaves(new["encoder"]), jax.tree.leaves(old["encoder"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert "lte" in new["heads"] and np.abs(np.asarray(new["heads"]["lte"]["kernel"])).sum() > 0
+    from jaxit.train.pipeline import build_setup
+
+    setup = build_setup(c)  # the exits and LTE start from the method's init and must move
+    init = setup.method.init(jax.random.PRNGKey(c.train.seed + 1), setup.encoder_params)
+    for name in ("exits", "lte"):
+        moved = [not np.allclose(np.asarray(a), np.asarray(b)) for a, b in
+                 zip(jax.tree.leaves(new["heads"][name]), jax.tree.leaves(init["heads"][name]))]
+        assert any(moved), f"{name} did not train"
 
 
 def test_bad_strategy_is_one_line(phases):

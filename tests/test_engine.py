@@ -28,6 +28,7 @@ from jaxit.inference import (
     layer_output,
     load_runner_examples,
 )
+from jaxit.inference.buckets import batch_from_examples
 from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.engine_results import example_flops
 from jaxit.inference.evaluate_exits import collect_layer_outputs
@@ -76,11 +77,7 @@ def depth(minilm):
 
 
 def _batch(examples, pad_id, t=64):
-    ids = np.full((len(examples), t), pad_id, np.int32)
-    mask = np.zeros((len(examples), t), np.int32)
-    for i, (tok, _) in enumerate(examples):
-        ids[i, :tok.size], mask[i, :tok.size] = tok, 1
-    return Batch(jnp.asarray(ids), jnp.zeros_like(jnp.asarray(ids)), jnp.asarray(mask), None)
+    return batch_from_examples(examples, pad_id, t)
 
 
 def safe_threshold(values, lo=0.25, hi=0.75):

@@ -23,6 +23,22 @@ def examples_from_batch(batch: Batch):
             yield ids[i][mask[i]], tt[i][mask[i]]
 
 
+def batch_from_examples(examples, pad_id: int, length: int) -> Batch:
+    """(input_ids, token_type_ids) pairs of real tokens -> one padded `Batch` [N, length]
+    (the inverse of `examples_from_batch`; no labels)."""
+    n = len(examples)
+    ids = np.full((n, length), pad_id, np.int32)
+    tt = np.zeros((n, length), np.int32)
+    mask = np.zeros((n, length), np.int32)
+    for i, (tok, types) in enumerate(examples):
+        if tok.size > length:
+            raise ValueError(f"example {i} has {tok.size} tokens, more than length {length}")
+        ids[i, :tok.size], mask[i, :tok.size] = tok, 1
+        if types is not None:
+            tt[i, :tok.size] = types
+    return Batch(ids, tt, mask, None)
+
+
 def bucket_for(n: int, buckets: Sequence[int]) -> int:
     """The smallest of the sorted `buckets` that holds `n` tokens."""
     for b in buckets:

@@ -48,18 +48,27 @@ class Prediction:
     summary: dict
 
 
+def sweep_point(run: TrainedRun) -> tuple[str | None, dict]:
+    """(policy name, point) of the run's fastest `jaxit sweep` operating point, or (None, {})
+    for an unswept run."""
+    points = (run.sweep or {}).get("operating_points") or {}
+    if not points:
+        return None, {}
+    name = max(points, key=lambda n: points[n].get("flops_speedup", 0.0))
+    return name, points[name]
+
+
 def choose_policy(run: TrainedRun, name: str | None = None, threshold=None):
     """(policy, description) for `run` (module docstring); RunError names what is wrong."""
     heads = run.heads
     has_exits = has_exit_heads(heads)
     source = "given"
     if name is None:
-        points = (run.sweep or {}).get("operating_points") or {}
-        if points and has_exits:
-            name = max(points, key=lambda n: points[n].get("flops_speedup", 0.0))
-            source = "sweep operating point"
+        swept, point = sweep_point(run)
+        if swept is not None and has_exits:
+            name, source = swept, "sweep operating point"
             if threshold is None:
-                threshold = points[name]["threshold"]
+                threshold = point["threshold"]
         else:
             source = "default for an unswept run"
             name = ("never" if not has_exits else "dact" if "halting" in heads
@@ -115,10 +124,8 @@ class Predictor:
         if int(batch_size) < 1:
             raise RunError(f"--batch_size must be >= 1, got {batch_size}")
         if eta_scale is None and has_cp:  # the sweep's point's η scale (depth + width), or 1
-            points = (run.sweep or {}).get("operating_points") or {}
-            chosen = max(points.values(), key=lambda p: p.get("flops_speedup", 0.0),
-                         default={}) if policy is None else {}
-            eta_scale = float(chosen.get("eta_scale", 1.0))
+            point = sweep_point(run)[1] if policy is None else {}
+            eta_scale = float(point.get("eta_scale", 1.0))
         self.eta_scale = eta_scale
         sizes = sorted({s for s in PREDICT_BATCH_SIZES if s < batch_size} | {int(batch_size)})
         self.engine = BatchedEngine(run.encoder, run.params, run.num_outputs, run.is_regression,

@@ -209,14 +209,16 @@ class TokenDropRunner:
             out, _ = exit_head(head, pool_features(h, valid, pooling))
             return out.astype(jnp.float32)
 
-        def exit_step(head, lte, buf, idx):
-            """The exit head (and LTE) on the kept rows `idx` of the last layer's output:
-            [1, C + 1] (outputs, then u or 0)."""
-            counts["exit"] = counts.get("exit", 0) + 1
+        def layer_exit_step(lp, cp_l, eta_l, head, lte, buf, idx):
+            """`layer_step` plus the layer's exit head (and LTE) on the tokens it ran on, in
+            the same dispatch: (buf, packed [2, T], row [1, C + 1]: outputs, then u or 0)."""
+            counts["layer_exit"] = counts.get("layer_exit", 0) + 1
             x, valid = gather(buf, idx)
-            out, pooled = exit_head(head, pool_features(x, valid, pooling))
+            h = encoder.block(lp, x, mask_bias_from(valid, x.dtype))
+            out, pooled = exit_head(head, pool_features(h, valid, pooling))
             u = lte_certainty(lte, pooled) if lte is not None else jnp.zeros((1,))
-            return jnp.concatenate([out, u[:, None]], axis=-1).astype(jnp.float32)
+            row = jnp.concatenate([out, u[:, None]], axis=-1).astype(jnp.float32)
+            return to_buffer(h), decide(cp_l, eta_l, h, valid), row
 
         def full_step(embed_params, layers, head, ids, tt, mask):
             counts["full"] = counts.get("full", 0) + 1
@@ -283,7 +285,7 @@ class TokenDropRunner:
         self.first_step = jax.jit(first_step)
         self.layer_step = jax.jit(layer_step)
         self.last_step = jax.jit(last_step)
-        self.exit_step = jax.jit(exit_step)
+        self.layer_exit_step = jax.jit(layer_exit_step)
         self.full_step = jax.jit(full_step)
         self.fused_step = jax.jit(fused_step)
         self._no_force = jax.device_put(np.int32(-1))
@@ -318,7 +320,9 @@ class TokenDropRunner:
                 buf2, _ = self.layer_step(self._layers[0], self._cps[0], self._etas[0], buf, idx)
                 np.asarray(self.last_step(self._layers[0], self._head, buf2, idx))
                 if self.has_exits:
-                    np.asarray(self.exit_step(self._exit_heads[0], self._lte, buf2, idx))
+                    np.asarray(self.layer_exit_step(self._layers[0], self._cps[0],
+                                                    self._etas[0], self._exit_heads[0],
+                                                    self._lte, buf, idx)[2])
             if fused:  # every branch of every layer runs once (see fused_step)
                 for j in range(sum(1 for c in self.buckets if c <= b)):
                     np.asarray(self.fused_step(self._embed_params, self._layers, self._cps,
@@ -368,18 +372,19 @@ class TokenDropRunner:
             pos, cur = pos[rows], k
             idx = np.full((1, self.bucket(k)), -1, np.int32)
             idx[0, :k] = rows
-            if l < L - 1:
+            if l < L - 1 and policy is not None:  # one dispatch, one transfer per layer
+                buf, packed, row = self.layer_exit_step(
+                    self._layers[l], self._cps[l + 1], self._etas[l + 1], self._exit_heads[l],
+                    self._lte, buf, idx)
+                packed, row = jax.device_get((packed, row))
+                c = self.num_outputs
+                lte = row[0, c] if self._lte is not None else None
+                if policy.update(l + 1, layer_output(row[0, :c], lte, self.is_regression)):
+                    out, exit_layer = row[:, :c], l + 1
+                    break
+            elif l < L - 1:
                 buf, packed = self.layer_step(self._layers[l], self._cps[l + 1],
                                               self._etas[l + 1], buf, idx)
-                if policy is not None:  # layer l + 1's output: rows [0, k) of the buffer
-                    here = np.where(np.arange(idx.shape[1]) < k, np.arange(idx.shape[1]), -1)
-                    row = np.asarray(self.exit_step(self._exit_heads[l], self._lte, buf,
-                                                    here[None].astype(np.int32)))[0]
-                    c = self.num_outputs
-                    lte = row[c] if self._lte is not None else None
-                    if policy.update(l + 1, layer_output(row[:c], lte, self.is_regression)):
-                        out, exit_layer = row[None, :c], l + 1
-                        break
             else:
                 out = self.last_step(self._layers[l], self._head, buf, idx)
         outputs = np.asarray(out)[0]
