@@ -7,6 +7,9 @@
     # backbone when it has none, at several eta (a timing benchmark: say so in the table)
     python experiments/bench/batched_engine.py --workdir RUN --mode tokens --task imdb \
         --split test_subset --max_length 512 --etas 0.5,1.0,1.5 --random_cps 0.3
+    # the demo's runs (random encoder, synthetic task: its own dev split)
+    python experiments/bench/batched_engine.py --workdir runs/demo/berxit-alternating \
+        --policies confidence:0.8,never --batch_sizes 32 --buckets 16,32
     # exits + CPs on one model (random CPs on a multi-exit run)
     python experiments/bench/batched_engine.py --workdir RUN --mode both --etas 1.0 \
         --policies confidence:0.8
@@ -42,6 +45,7 @@ from jaxit.inference import DACTPolicy, NeverExit, load_runner_examples, make_po
 from jaxit.inference.adapler_runs import with_random_cps
 from jaxit.inference.engine import BatchedEngine
 from jaxit.inference.throughput import measure_throughput
+from jaxit.sweep import dev_examples
 from jaxit.train.evaluate import restore_params
 
 
@@ -68,7 +72,18 @@ def load(args):
     if args.mode == "tokens":  # width only: no exits
         params["heads"] = {k: v for k, v in params["heads"].items()
                            if k in ("final", "cp", "eta", "theta")}
-    return encoder, params, pooling, setup.method.num_outputs, setup.task, config.model
+    return encoder, params, pooling, setup.method.num_outputs, setup.task, config.model, setup
+
+
+def run_examples(args, setup, model_dir, task):
+    """(examples, labels): a run on a random encoder (the demo's synthetic task) has no
+    tokenizer, so its own dev split is used; otherwise the named task's split."""
+    if model_dir == "random":
+        ds = setup.eval_data
+        n = min(args.num_examples or len(ds), len(ds))
+        return dev_examples(setup, n), np.asarray(ds.labels[:n])
+    return load_runner_examples(load_tokenizer(model_dir), args.task or task.name, args.split,
+                                max_length=args.max_length, limit=args.num_examples)
 
 
 def torch_reference(model_dir, examples, buckets, batch, repeats):
@@ -115,11 +130,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
-    enc, params, pooling, num_outputs, task, model_dir = load(args)
+    enc, params, pooling, num_outputs, task, model_dir, setup = load(args)
     L = enc.config.num_layers
-    tok = load_tokenizer(model_dir)
-    examples, labels = load_runner_examples(tok, args.task or task.name, args.split,
-                                            max_length=args.max_length, limit=args.num_examples)
+    examples, labels = run_examples(args, setup, model_dir, task)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     policies = [parse_policy(p, L) for p in args.policies.split(",")]
     etas = [float(e) for e in args.etas.split(",") if e] or [None]
