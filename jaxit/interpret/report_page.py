@@ -76,17 +76,18 @@ def write_page(path, title: str, sections: Sequence[str], intro: Sequence[str] =
 NOTE_WALL = ("wall ×: measured wall-clock speed-up over the static model (b=1: one example "
              "at a time; batched: the batched engine against the static model batched the "
              "same way).")
-OPERATING_COLUMNS = ("policy", "threshold", "score", "avg exit", "FLOPs ×", "wall × b=1",
-                     "wall × batched", "batched wall/FLOPs")
+OPERATING_COLUMNS = ("policy", "threshold", "η scale", "score", "avg exit", "kept tokens",
+                     "FLOPs ×", "wall × b=1", "wall × batched", "batched wall/FLOPs")
 
 
 def operating_rows(report: dict) -> list[list]:
-    """One row per policy of a sweep report (`jaxit.sweep.run_sweep`): its operating point."""
+    """One row per policy of a sweep report (`jaxit.sweep.run_sweep`, or the depth + width
+    sweep's three axes, which have an η scale and a kept-token fraction): its operating point."""
     rows = []
     for name, p in report.get("operating_points", {}).items():
         wall, batched = p.get("wallclock") or {}, p.get("batched") or {}
-        rows.append([name, p.get("threshold"), p.get("score"), p.get("avg_exit_layer"),
-                     p.get("flops_speedup"), wall.get("wall_speedup"),
+        rows.append([name, p.get("threshold"), p.get("eta_scale"), p.get("score"),
+                     p.get("avg_exit_layer"), p.get("kept_fraction", 1.0), p.get("flops_speedup"), wall.get("wall_speedup"),
                      batched.get("wall_speedup"), batched.get("wall_over_flops")])
     return rows
 
