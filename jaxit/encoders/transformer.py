@@ -93,14 +93,20 @@ def embed(cfg: EncoderConfig, params: dict, batch: Batch, rng: jax.Array | None 
     if cfg.position_offset:  # RoBERTa: positions count real tokens from pad_token_id + 1
         real = (ids != cfg.pad_token_id).astype(jnp.int32)
         positions = jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
-        max_pos = int(positions.max()) if not isinstance(positions, jax.core.Tracer) else None
+        if isinstance(positions, jax.core.Tracer):
+            # Under jit the ids are unknown: bound the position a row of real tokens reaches
+            # (jnp.take would otherwise silently give NaN embeddings past the table's end).
+            max_pos = seq_len + cfg.pad_token_id
+        else:
+            max_pos = int(positions.max())
     else:
         positions = jnp.arange(seq_len)[None, :]
         max_pos = seq_len - 1
-    if max_pos is not None and max_pos >= cfg.max_position_embeddings:
+    if max_pos >= cfg.max_position_embeddings:
         raise ValueError(
             f"sequence length {seq_len} exceeds max_position_embeddings "
             f"{cfg.max_position_embeddings}"
+            + (f" (positions start at {cfg.position_offset})" if cfg.position_offset else "")
         )
     if word_embeddings is None:
         words = jnp.take(e["word"], ids, axis=0)

@@ -26,11 +26,24 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
 
     model_dir = resources.model_dir()
     hp = Path(workdir) / "hparams.json"
-    if hp.is_file():
-        model = json.loads(hp.read_text()).get("model")
+    config = json.loads(hp.read_text()) if hp.is_file() else {}
+    model = config.get("model")
+    if model == "random":  # the run's own random encoder (its depth, width and vocabulary)
+        import ml_collections
+
+        from jaxit.train.pipeline import load_encoder, load_run_tokenizer
+
+        config = ml_collections.ConfigDict(config)
+        cfg, _ = load_encoder(config, load_run_tokenizer(config).get_vocab_size())
+    else:
         if model and Path(model).is_dir():
             model_dir = Path(model)
-    cfg = load_config(model_dir)
+        cfg = load_config(model_dir)
+        keep = int(config.get("truncate_layers", 0) or 0)
+        if keep:  # trained on the first `keep` layers (BERxiT's "Limit" baseline)
+            from jaxit.train.pipeline import truncate_layers
+
+            cfg, _ = truncate_layers(cfg, {}, keep)
     params = jax.tree.map(np.asarray, load_run_params(workdir, which))
     heads = params.get("heads", {})
     if "final" not in heads:

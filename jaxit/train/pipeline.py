@@ -97,7 +97,7 @@ def truncate_layers(cfg: EncoderConfig, params: dict, keep: int) -> tuple[Encode
     then fine-tune). ALBERT's shared layer is kept as is; only the depth changes."""
     if not 1 <= keep <= cfg.num_layers:
         raise ValueError(f"truncate_layers must be in 1..{cfg.num_layers}, got {keep}")
-    if not cfg.shared_layers:
+    if not cfg.shared_layers and "layers" in params:  # {}: the config only
         params = {**params, "layers": jax.tree.map(lambda x: x[:keep], params["layers"])}
     return cfg.replace(num_layers=keep), params
 
