@@ -13,6 +13,7 @@ kept, a head per layer run, the CP in front of every layer run), as the engine c
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,18 @@ from jaxit.methods.adapler import EVAL_LAMBDA, tokens_per_layer
 from jaxit.methods.depth_width import depth_width_forward
 
 DEFAULT_ETA_SCALES = (0.0, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
+KEPT_GAP = 0.1  # η scales are added where neighbouring scales' kept fractions differ more
+MAX_EXTRA_SCALES = 6  # ... at most this many (each costs one dev forward)
+
+
+def next_eta_scale(kept: dict, max_gap: float = KEPT_GAP) -> float | None:
+    """The η scale to add to a sweep whose scales so far keep `kept` (scale -> kept-token
+    fraction without exits): the midpoint of the neighbouring pair whose kept fractions
+    differ most, if by more than `max_gap`; None when the tokens-only curve has no hole."""
+    scales = sorted(kept)
+    gaps = [(abs(kept[b] - kept[a]), a, b) for a, b in itertools.pairwise(scales)]
+    gap, a, b = max(gaps, default=(0.0, 0.0, 0.0))
+    return 0.5 * (a + b) if gap > max_gap and b - a > 1e-3 else None
 
 
 def hard_cut_forward(setup, pooling: str):
@@ -94,8 +107,9 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
                       eta_scales: Sequence[float] = DEFAULT_ETA_SCALES,
                       tolerance: float = 0.01, batch_size: int = 32) -> dict:
     """Writes depth_width.json + tradeoff.png under out_dir; returns the report (module
-    docstring). The reference score is the same model at η = 0 without exits (the full
-    static model); operating points: the fastest within `tolerance` of it on the 2-D grid,
+    docstring). η scales: `eta_scales`, 0, and midpoints where neighbouring scales' kept
+    fractions differ by more than KEPT_GAP (`next_eta_scale`). The reference score is the
+    same model at η = 0 without exits (the full static model); operating points: the fastest within `tolerance` of it on the 2-D grid,
     on the exits-only curve and on the tokens-only curve, each timed by the batched engine
     at `batch_size` against the static batched model (0 skips the timing)."""
     from jaxit.sweep import method_pooling, pick_operating_point
@@ -105,10 +119,11 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
     pooling = method_pooling(setup)
     L = cfg.num_layers
     cp_hidden = int(np.shape(params["heads"]["cp"]["hidden"]["kernel"])[-1])
-    scales = sorted({0.0, *(float(s) for s in eta_scales)})
-    points, layerwise = [], None
+    todo = sorted({0.0, *(float(s) for s in eta_scales)})
+    points, layerwise, kept, extra = [], None, {}, 0
     fwd = hard_cut_forward(setup, pooling)
-    for s in scales:
+    while todo:  # the given scales, then midpoints where the kept fraction jumps
+        s = todo.pop(0)
         trace, tokens = depth_width_trace(setup, params, s, fwd)
         make = lambda t: policy_for(policy, t, L, False)
         thresholds = refine_thresholds(trace, make, sweep_thresholds(trace, policy),
@@ -120,6 +135,10 @@ def sweep_depth_width(setup, params, out_dir, policy: str = "confidence",
             rule = NeverExit() if t is None else make(t)
             points.append({"eta_scale": s, "threshold": t,
                            **evaluate_point(cfg, trace, tokens, rule, metric, cp_hidden)})
+        kept[s] = next(p["kept_fraction"] for p in points[::-1] if p["threshold"] is None)
+        if not todo and extra < MAX_EXTRA_SCALES and (s_new := next_eta_scale(kept)) is not None:
+            todo, extra = [s_new], extra + 1
+    scales = sorted(kept)
     full = next(p["score"] for p in points if p["eta_scale"] == 0.0 and p["threshold"] is None)
     exits_only = [p for p in points if p["eta_scale"] == 0.0]
     tokens_only = [p for p in points if p["threshold"] is None]

@@ -282,7 +282,14 @@ def test_sweep_is_two_dimensional_and_the_engine_agrees(phases):
     assert (run / "sweep" / "depth_width.json").is_file()
     assert (run / "sweep" / "tradeoff.png").stat().st_size > 5000
     pts = report["points"]
-    assert {p["eta_scale"] for p in pts} == {0.0, 1.0, 4.0, 16.0}
+    from jaxit.depth_width_sweep import KEPT_GAP, MAX_EXTRA_SCALES
+
+    scales = sorted({p["eta_scale"] for p in pts})
+    assert {0.0, 1.0, 4.0, 16.0} <= set(scales) and report["eta_scales"] == scales
+    assert len(scales) <= 4 + MAX_EXTRA_SCALES
+    kept = {p["eta_scale"]: p["kept_fraction"] for p in report["tokens_only"]}
+    if len(scales) < 4 + MAX_EXTRA_SCALES:  # refinement stopped: the curve has no hole
+        assert max(abs(kept[b] - kept[a]) for a, b in itertools.pairwise(scales)) <= KEPT_GAP
     full = [p for p in pts if p["eta_scale"] == 0.0 and p["threshold"] is None]
     assert len(full) == 1 and full[0]["kept_fraction"] == 1.0
     assert full[0]["avg_exit_layer"] == 2.0 and report["full_model_score"] == full[0]["score"]

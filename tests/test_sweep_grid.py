@@ -72,3 +72,17 @@ def test_thresholds_keep_a_margin_to_every_score():
             if t in fixed or t == 0.0:
                 continue
             assert np.abs(scores - t).min() >= MIN_CUT_GAP / 2 - 1e-7, (name, t)
+
+
+def test_eta_scales_fill_the_holes_of_the_tokens_only_curve():
+    """The depth + width sweep adds η scales where the kept fraction jumps (a fixed grid of
+    scales can miss the whole region where a model drops tokens), midpoint by midpoint."""
+    from jaxit.depth_width_sweep import next_eta_scale
+
+    kept = {0.0: 1.0, 1.0: 0.97, 2.0: 0.4, 3.0: 0.35}
+    assert next_eta_scale(kept) == 1.5  # the 0.57 jump, not the small ones
+    kept[1.5] = 0.9
+    assert next_eta_scale(kept) == 1.75
+    assert next_eta_scale({0.0: 1.0, 1.0: 0.95, 2.0: 0.9}) is None  # no hole
+    assert next_eta_scale({0.0: 1.0}) is None
+    assert next_eta_scale({0.0: 1.0, 0.0005: 0.5}) is None  # a jump no scale can split
