@@ -72,13 +72,12 @@ def run_demo(workdir: str | Path, quick: bool = False) -> dict:
             config.init_from = str((workdir / start_from).resolve())
         if mcfg["name"] in ("adapler", "depth_width"):
             config.method.saliency_dir = str((workdir / "saliency").resolve())
-            config.train.learning_rate = FINE_TUNE_LR
         if mcfg["name"] == "adapler":  # phase 2: the fine-tuned run's saliencies
+            config.train.learning_rate = FINE_TUNE_LR
             extract_saliencies(workdir / start_from, workdir / "saliency", top_k=1,
                                progress=False)
         if mcfg["name"] == "depth_width":
-            config.data.buckets = TOKEN_BUCKETS
-            config.train.learning_rate = demo_config().train.learning_rate  # fresh exits
+            config.data.buckets = TOKEN_BUCKETS  # its exits are fresh: the default lr
         t0 = time.perf_counter()
         setup = build_setup(config)
         print(f"\n== {label}: training a {setup.method.encoder.config.num_layers}-layer random "

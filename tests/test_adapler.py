@@ -14,6 +14,7 @@ from jaxit.encoders.transformer import MASK_MIN, mask_bias_from
 from jaxit.heads import exit_head
 from jaxit.methods import adapler as A
 from jaxit.methods.finetune import make_finetune
+from tests.rows import random_batch
 
 L = 3
 
@@ -30,17 +31,7 @@ def make_model(seed=0, num_steps=10, spread=300.0, **kw):
 
 
 def make_batch(n=5, max_len=12, seed=0, saliency=True):
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((n, max_len), np.int32)
-    mask = np.zeros((n, max_len), np.int32)
-    for i, k in enumerate(rng.integers(4, max_len + 1, n)):
-        ids[i, :k] = rng.integers(5, 100, k)
-        ids[i, 0] = 1
-        mask[i, :k] = 1
-    b = batch_from_ids(ids, mask, np.zeros_like(ids), rng.integers(0, 3, n).astype(np.int32))
-    if saliency:
-        b = b._replace(token_targets=(rng.uniform(0.01, 1.0, ids.shape) * mask).astype(np.float32))
-    return b
+    return random_batch(n, max_len, min_len=4, seed=seed, saliency=saliency)
 
 
 # ----------------------------------------------------------------------------- eq. 4

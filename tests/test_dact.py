@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxit.batch import batch_from_ids
 from jaxit.configs import tiny_config
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.encoders.transformer import mask_bias_from
@@ -15,6 +14,7 @@ from jaxit.inference.evaluate_exits import collect_layer_outputs, simulate_exits
 from jaxit.inference.policies import DACTPolicy, dact_can_stop
 from jaxit.methods.dact import accumulate, dact_forward, halting_value, make_dact
 from jaxit.methods.early_exit import stacked_heads
+from tests.rows import random_batch
 
 L = 4
 
@@ -33,18 +33,10 @@ def make_model(num_outputs=3, regression=False, seed=0, halting_scale=30.0):
 
 
 def make_batch(n=6, max_len=16, seed=0, regression=False, vary_first=False):
-    """Random token rows; `vary_first` puts a random token (not 1) in position 0 so that the
-    untrained model's first-token state, and so its halting values, differ per example."""
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((n, max_len), np.int32)
-    mask = np.zeros((n, max_len), np.int32)
-    for i, k in enumerate(rng.integers(3, max_len + 1, n)):
-        ids[i, :k] = rng.integers(5, 100, k)
-        if not vary_first:
-            ids[i, 0] = 1
-        mask[i, :k] = 1
-    labels = rng.uniform(0, 5, n).astype(np.float32) if regression else rng.integers(0, 3, n)
-    return batch_from_ids(ids, mask, np.zeros_like(ids), labels)
+    """`vary_first` puts a random token (not 1) in position 0 so that the untrained model's
+    first-token state, and so its halting values, differ per example."""
+    return random_batch(n, max_len, seed=seed, regression=regression,
+                        first_token=None if vary_first else 1)
 
 
 def python_loop(enc, params, batch, regression=False):

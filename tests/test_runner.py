@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from jaxit import flops
-from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.inference import (
     ConfidencePolicy,
@@ -17,6 +16,7 @@ from jaxit.inference import (
 )
 from jaxit.inference.evaluate_exits import collect_layer_outputs, simulate_exits
 from jaxit.methods.early_exit import make_early_exit
+from tests.rows import random_batch
 
 L = 4
 BUCKETS = (16, 32)
@@ -38,19 +38,7 @@ def make_model(regression=False, lte=False, seed=0):
 
 
 def make_data(n, pairs=False, regression=False, seed=0, max_len=32):
-    rng = np.random.default_rng(seed)
-    lens = rng.integers(3, max_len + 1, n)
-    ids = np.zeros((n, max_len), np.int32)
-    tt = np.zeros((n, max_len), np.int32)
-    mask = np.zeros((n, max_len), np.int32)
-    for i, k in enumerate(lens):
-        ids[i, :k] = rng.integers(5, 100, k)
-        ids[i, 0] = 1
-        mask[i, :k] = 1
-        if pairs:
-            tt[i, k // 2:k] = 1
-    labels = rng.uniform(0, 5, n).astype(np.float32) if regression else rng.integers(0, 3, n)
-    return batch_from_ids(ids, mask, tt, labels)
+    return random_batch(n, max_len, seed=seed, regression=regression, pairs=pairs)
 
 
 @pytest.fixture(scope="module")

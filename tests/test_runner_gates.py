@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-from jaxit.batch import batch_from_ids
 from jaxit.encoders import EncoderConfig, init_params, make_encoder
 from jaxit.inference import EarlyExitRunner, LTEPolicy
 from jaxit.inference.evaluate_exits import collect_layer_outputs, simulate_exits
@@ -21,6 +20,7 @@ from jaxit.inference.policies import (
     normalized_entropy,
 )
 from jaxit.methods.early_exit import make_early_exit
+from tests.rows import random_batch
 
 L = 4
 C = 3
@@ -46,14 +46,7 @@ def make_model(seed=0):
 
 
 def make_data(n, seed=0, max_len=32):
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((n, max_len), np.int32)
-    mask = np.zeros((n, max_len), np.int32)
-    for i, k in enumerate(rng.integers(3, max_len + 1, n)):
-        ids[i, :k] = rng.integers(5, 100, k)
-        ids[i, 0] = 1
-        mask[i, :k] = 1
-    return batch_from_ids(ids, mask, np.zeros_like(ids), rng.integers(0, C, n))
+    return random_batch(n, max_len, seed=seed, num_classes=C)
 
 
 @pytest.fixture(scope="module")

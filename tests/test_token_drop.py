@@ -16,6 +16,7 @@ from jaxit.inference.buckets import examples_from_batch
 from jaxit.inference.token_drop import TokenDropRunner
 from jaxit.inference.token_drop_timing import compare_with_static, static_bucket_times
 from jaxit.methods.adapler import EVAL_LAMBDA, adapler_forward
+from tests.rows import random_batch
 
 L, D, C = 3, 32, 3
 BUCKETS = (8, 16, 32)
@@ -50,15 +51,7 @@ def make_params(cfg, seed=0, cp_scale=1.0, eta=0.25):
 
 
 def make_data(n, seed=0, max_len=32, vocab=100):
-    rng = np.random.default_rng(seed)
-    lens = rng.integers(2, max_len + 1, n)
-    ids = np.zeros((n, max_len), np.int32)
-    mask = np.zeros((n, max_len), np.int32)
-    for i, k in enumerate(lens):
-        ids[i, :k] = rng.integers(5, vocab, k)
-        ids[i, 0] = 1
-        mask[i, :k] = 1
-    return batch_from_ids(ids, mask)
+    return random_batch(n, max_len, min_len=2, seed=seed, vocab=vocab, labels=False)
 
 
 def soft_forward(enc, params, batch, eta):
