@@ -74,6 +74,9 @@ flags.DEFINE_float("eta_scale", None, "predict: token dropping: multiply the tra
                    "this (0 = keep every token; default 1)")
 flags.DEFINE_string("summary", None, "predict: also write the summary as JSON to this file")
 flags.DEFINE_string("out", None, "export: the new directory to write")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                  "eval, sweep, predict, interpret: compute dtype (default: the run's "
+                  "config.dtype; bfloat16 is meant for TPU/GPU)")
 flags.DEFINE_bool("verbose", False, "print the traceback of a user error (bad flag, config, "
                   "file or data) instead of the one-line `jaxit <cmd>: error: ...`")
 flags.DEFINE_string("task", None, "data: a registered task to summarise (without --config)")
@@ -128,11 +131,14 @@ def _train(argv):
 def _run_config():
     """--config, or (for commands on a trained run) the config saved in --workdir."""
     if FLAGS.config is not None:
-        return FLAGS.config
-    workdir = _need("workdir", FLAGS.workdir)
-    from jaxit.configs import config_from_run
+        config = FLAGS.config
+    else:
+        from jaxit.configs import config_from_run
 
-    return config_from_run(workdir)
+        config = config_from_run(_need("workdir", FLAGS.workdir))
+    if FLAGS.dtype:
+        config.dtype = FLAGS.dtype
+    return config
 
 
 def _eval(argv):
@@ -275,7 +281,7 @@ def _predict(argv):
                     output=FLAGS.output, checkpoint=FLAGS.checkpoint, fmt=FLAGS.format,
                     text_fields=FLAGS.text_fields, label_field=FLAGS.label_field,
                     policy=FLAGS.policy, threshold=FLAGS.threshold, eta_scale=FLAGS.eta_scale,
-                    batch_size=FLAGS.batch_size, summary_path=FLAGS.summary)
+                    batch_size=FLAGS.batch_size, summary_path=FLAGS.summary, dtype=FLAGS.dtype)
     except _user_errors() as e:
         if FLAGS.verbose:
             raise

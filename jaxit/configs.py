@@ -19,6 +19,15 @@ def base_config() -> ml_collections.ConfigDict:
     # Keep only the first N layers of the pretrained encoder (0 = all): BERxiT's "Limit"
     # baseline (truncate to N layers, then fine-tune).
     c.truncate_layers = 0
+    # Compute dtype of the encoder's matmuls and activations: float32 | bfloat16 | float16
+    # (bf16: TPU/GPU speed; on CPU its speed depends on the shapes). Params and optimizer
+    # state stay float32; LayerNorm, softmax, heads, losses, DACT's accumulation and
+    # AdapLeR's mask arithmetic run in float32.
+    c.dtype = "float32"
+    # Attention kernel: auto (cuDNN's fused attention on GPU in 16-bit compute where no
+    # attention dropout is needed, else xla) | xla (jaxit's own) | dot_product
+    # (jax.nn.dot_product_attention, XLA implementation) | cudnn (forced; GPU only).
+    c.attention = "auto"
     # Tokenizer: "" reads it from `model`; "synthetic" is the demo task's word tokenizer.
     c.tokenizer = ""
     # Task name from the registry (jaxit.data.tasks), e.g. sst2, mrpc, stsb, rte, synthetic;

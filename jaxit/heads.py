@@ -21,12 +21,13 @@ def pool_features(hidden: jnp.ndarray, attention_mask: jnp.ndarray, pooling: str
     "cls" (the papers) is the first token's state; "mean" averages the real tokens (what
     sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained to use: their
     [CLS] state barely varies across inputs in the lower layers, so [CLS] exits there stay
-    at chance). Returns [..., B, D]."""
+    at chance). Returns [..., B, D] float32 (the heads run in float32 whatever the encoder's
+    compute dtype: they are a small share of the FLOPs)."""
     if pooling == "cls":
-        return hidden[..., 0, :]
+        return hidden[..., 0, :].astype(jnp.float32)
     if pooling == "mean":
-        m = attention_mask.astype(hidden.dtype)[..., None]  # [B, T, 1]
-        return (hidden * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
+        m = attention_mask.astype(jnp.float32)[..., None]  # [B, T, 1]
+        return (hidden.astype(jnp.float32) * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
     raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
 
 
@@ -52,8 +53,9 @@ def init_exit_heads(rng, num_layers: int, hidden: int, num_outputs: int, pooler=
 
 
 def exit_head(p: dict, cls: jnp.ndarray, rng: jax.Array | None = None, rate: float = 0.1):
-    """cls [..., D] -> (outputs [..., C], pooled [..., D]). Dropout only when rng is given."""
-    pooled = jnp.tanh(dense(p["pooler"], cls))
+    """cls [..., D] -> (outputs [..., C], pooled [..., D]), float32 whatever cls's dtype.
+    Dropout only when rng is given."""
+    pooled = jnp.tanh(dense(p["pooler"], cls.astype(jnp.float32)))
     return dense(p["out"], dropout(pooled, rate, rng)), pooled
 
 

@@ -18,10 +18,11 @@ def run_predict(workdir: str, input_path: str, output: str | None = None,
                 text_fields: Sequence[str] | None = None, label_field: str | None = None,
                 policy: str | None = None, threshold: float | None = None,
                 eta_scale: float | None = None, batch_size: int = 32,
-                summary_path: str | None = None) -> dict:
+                summary_path: str | None = None, dtype: str | None = None) -> dict:
     """Predicts every example of `input_path` ("-" = stdin) with the run in `workdir`; writes
     one JSON record per example, in input order, to `output` (None = stdout), streamed chunk
-    by chunk, and the summary to stderr. Returns the summary."""
+    by chunk, and the summary to stderr. `dtype` overrides the run's compute dtype. Returns
+    the summary."""
     from jaxit.data.custom import task_for_config
     from jaxit.inference.trained_run import run_config
 
@@ -30,7 +31,8 @@ def run_predict(workdir: str, input_path: str, output: str | None = None,
     fields = list(text_fields or (task.text_fields if fmt != "text" else ()))
     rows = read_input(input_path, 2 if task.is_pair else 1, fmt, fields, label_field)
     enable_compilation_cache()
-    predictor = load_predictor(workdir, checkpoint, policy, threshold, eta_scale, batch_size)
+    predictor = load_predictor(workdir, checkpoint, policy, threshold, eta_scale, batch_size,
+                               dtype=dtype)
     out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
         def write(records):

@@ -116,6 +116,12 @@ def test_truncated_run_through_load_trained_run(truncated_run):
 def test_random_encoder_run_loads_its_own_config(random_run):
     encoder, _ = _check_loaded(random_run, 3, 32)
     assert encoder.config.num_heads == 2 and encoder.config.intermediate_size == 64
+    # its tokenizer is the synthetic one, not MiniLM's: no tokenizer directory to read text
+    assert load_adapler_run(random_run, "best", random_cps=0.02)[2] is None
+    from jaxit.interpret.lr_eval import run_lr_eval
+
+    with pytest.raises(ValueError, match="synthetic tokenizer"):
+        run_lr_eval(random_run, ["hatexplain"], random_cps=0.02)
 
 
 def test_run_without_cps_needs_random_cps(random_run):

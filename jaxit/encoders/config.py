@@ -7,6 +7,11 @@ import json
 from pathlib import Path
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "albert", "distilbert")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+# "auto": cuDNN's fused attention on GPU in 16-bit compute without attention dropout, else
+# "xla"; "xla": jaxit's own attention (head-major, deferred softmax normalisation);
+# "dot_product": jax.nn.dot_product_attention's XLA implementation; "cudnn": forced cuDNN.
+ATTENTION_IMPLS = ("auto", "xla", "dot_product", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +32,20 @@ class EncoderConfig:
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     pad_token_id: int = 0
+    # Run-time choices, not part of the checkpoint (config.json never holds them):
+    dtype: str = "float32"  # compute dtype of matmuls and activations (params stay float32)
+    attention: str = "auto"  # one of ATTENTION_IMPLS
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
                 f"unknown model_type {self.model_type!r}; jaxit supports {SUPPORTED_MODEL_TYPES}"
             )
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown compute dtype {self.dtype!r}; choose from {COMPUTE_DTYPES}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"unknown attention {self.attention!r}; choose from {ATTENTION_IMPLS}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
@@ -58,6 +71,13 @@ class EncoderConfig:
 
     def replace(self, **changes) -> EncoderConfig:
         return dataclasses.replace(self, **changes)
+
+
+def with_precision(cfg: EncoderConfig, run_config) -> EncoderConfig:
+    """`cfg` with a run config's `dtype` and `attention` (a dict or ConfigDict; runs saved
+    before these options existed compute in float32 with attention "auto")."""
+    return cfg.replace(dtype=str(run_config.get("dtype") or "float32"),
+                       attention=str(run_config.get("attention") or "auto"))
 
 
 def config_from_hf_dict(d: dict) -> EncoderConfig:

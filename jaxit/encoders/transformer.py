@@ -15,6 +15,10 @@ Param tree (D hidden, E embedding width, F FFN width, L layers):
 
 Kernels are [in, out] (x @ kernel). The additive `mask_bias` is float [B, T]: 0 keeps a key
 token, MASK_MIN (or anything below) removes it; AdapLeR adds its soft removal to it.
+
+Mixed precision (`EncoderConfig.dtype`): params stay float32 and are cast at each matmul;
+hidden states are in the compute dtype; LayerNorm statistics, attention scores and softmax
+are float32. The heads (`jaxit.heads`) return float32 outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ from jaxit.batch import Batch
 from jaxit.encoders.config import EncoderConfig
 
 MASK_MIN = -10000.0  # BERT's additive pad mask value; AdapLeR clips its accumulated mask here
+
+
+def compute_dtype(cfg: EncoderConfig):
+    """The dtype of the encoder's matmuls and hidden states (`EncoderConfig.dtype`); params,
+    LayerNorm statistics and attention softmax stay float32."""
+    return jnp.dtype(cfg.dtype)
 
 
 def mask_bias_from(attention_mask: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
@@ -119,7 +129,7 @@ def embed(cfg: EncoderConfig, params: dict, batch: Batch, rng: jax.Array | None 
     if "token_type" in e:
         tt = jnp.asarray(batch.token_type_ids)
         x = x + jnp.take(e["token_type"], tt, axis=0)
-    x = layer_norm(e["ln"], x, cfg.layer_norm_eps)
+    x = layer_norm(e["ln"], x, cfg.layer_norm_eps).astype(compute_dtype(cfg))
     x = dropout(x, cfg.hidden_dropout, rng)
     if "embed_proj" in params:
         x = dense(params["embed_proj"], x)
@@ -139,30 +149,69 @@ def block(
     With `return_attention`, also returns the attention probabilities [B, H, T, T].
     """
     b, t, d = hidden.shape
-    h, hd = cfg.num_heads, cfg.head_dim
-    dtype = hidden.dtype
     r_attn, r_out, r_ffn = _split3(rng)
-    # one fused q/k/v product, then head-major [3, B, H, T, hd] so that the per-head products
-    # run on contiguous operands (faster on XLA:CPU than einsums over a [B, T, H, hd] layout)
-    qkv = dense(lp["qkv"], hidden).reshape(b, t, 3, h, hd).transpose(2, 0, 3, 1, 4)
-    q, k, v = qkv[0] * (hd ** -0.5), qkv[1], qkv[2]
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
-    scores = scores + mask_bias[:, None, None, :].astype(jnp.float32)
-    # softmax with the normalisation deferred to after the value product (one pass over the
-    # [B, H, T, T] scores fewer); dropout on exp(scores) == dropout on the probabilities
-    unnorm = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
-    denom = unnorm.sum(-1, keepdims=True)  # [B, H, T, 1], >= 1
-    unnorm_d = dropout(unnorm.astype(dtype), cfg.attention_dropout, r_attn)
-    ctx = jnp.einsum("bhqk,bhkd->bhqd", unnorm_d, v) / denom.astype(dtype)
-    ctx = jnp.swapaxes(ctx, 1, 2).reshape(b, t, d)
+    qkv = dense(lp["qkv"], hidden).reshape(b, t, 3, cfg.num_heads, cfg.head_dim)
+    dropout_on = r_attn is not None and cfg.attention_dropout > 0.0
+    impl = attention_impl(cfg, dropout_on, return_attention)
+    probs = None
+    if impl == "xla":
+        ctx, probs = _attention_xla(cfg, qkv, mask_bias, r_attn, return_attention)
+    else:
+        if dropout_on:
+            raise ValueError(f"attention={cfg.attention!r} has no attention dropout: set "
+                             "attention_dropout to 0 or use attention='xla' for training")
+        bias = mask_bias[:, None, None, :].astype(hidden.dtype)
+        with jax.numpy_dtype_promotion("standard"):  # jax's bf16 path mixes in float32
+            ctx = jax.nn.dot_product_attention(
+                qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], bias=bias,
+                implementation="cudnn" if impl == "cudnn" else "xla")
+    ctx = ctx.reshape(b, t, d)
     attn = dropout(dense(lp["attn_out"], ctx), cfg.hidden_dropout, r_out)
     x = layer_norm(lp["attn_ln"], hidden + attn, cfg.layer_norm_eps)
     ffn = dense(lp["ffn_out"], _activation(cfg.hidden_act)(dense(lp["ffn_in"], x)))
     ffn = dropout(ffn, cfg.hidden_dropout, r_ffn)
     out = layer_norm(lp["ffn_ln"], x + ffn, cfg.layer_norm_eps)
     if return_attention:
-        return out, (unnorm / denom).astype(dtype)
+        return out, probs
     return out
+
+
+def attention_impl(cfg: EncoderConfig, dropout_on: bool = False,
+                   return_attention: bool = False) -> str:
+    """Which attention `block` runs: "xla" (jaxit's own), "dot_product" or "cudnn" (see
+    `ATTENTION_IMPLS`). "auto" picks cuDNN's fused kernel on GPU for 16-bit compute at head
+    sizes it supports, when no attention dropout or probabilities are needed."""
+    if return_attention:  # the probabilities: only jaxit's own path materialises them
+        return "xla"
+    if cfg.attention == "auto":
+        fused = (jax.default_backend() == "gpu" and cfg.dtype != "float32" and not dropout_on
+                 and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128)
+        return "cudnn" if fused else "xla"
+    if cfg.attention == "cudnn" and jax.default_backend() != "gpu":
+        raise ValueError(f"attention='cudnn' needs a GPU; this backend is "
+                         f"{jax.default_backend()!r} (use 'auto' or 'xla')")
+    return cfg.attention
+
+
+def _attention_xla(cfg: EncoderConfig, qkv, mask_bias, rng, return_attention):
+    """qkv [B, T, 3, H, hd] -> (context [B, T, H, hd], probabilities [B, H, T, T] or None).
+
+    Head-major [3, B, H, T, hd] so that the per-head products run on contiguous operands
+    (faster on XLA:CPU than einsums over a [B, T, H, hd] layout). Scores and softmax are
+    float32 whatever the compute dtype."""
+    dtype = qkv.dtype
+    qkv = qkv.transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * (cfg.head_dim ** -0.5), qkv[1], qkv[2]
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+    scores = scores + mask_bias[:, None, None, :].astype(jnp.float32)
+    # softmax with the normalisation deferred to after the value product (one pass over the
+    # [B, H, T, T] scores fewer); dropout on exp(scores) == dropout on the probabilities
+    unnorm = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+    denom = unnorm.sum(-1, keepdims=True)  # [B, H, T, 1], >= 1
+    unnorm_d = dropout(unnorm.astype(dtype), cfg.attention_dropout, rng)
+    ctx = jnp.einsum("bhqk,bhkd->bhqd", unnorm_d, v) / denom.astype(dtype)
+    probs = (unnorm / denom).astype(dtype) if return_attention else None
+    return jnp.swapaxes(ctx, 1, 2), probs
 
 
 def layer_params(cfg: EncoderConfig, params: dict, i) -> dict:

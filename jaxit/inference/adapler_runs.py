@@ -11,7 +11,8 @@ from jaxit.encoders.transformer import make_encoder
 
 def load_adapler_run(workdir, which: str | int = "best", random_cps: float | None = None,
                      seed: int = 0):
-    """(encoder, params, model_dir) of a trained run, read without its config; `which`:
+    """(encoder, params, model_dir) of a trained run, read without its config (model_dir:
+    where its tokenizer is; None for the demo's synthetic tokenizer); `which`:
     "best", "latest" or a step number (e.g. the checkpoint that AdapLeR's model selection
     picked). The encoder config and tokenizer come from the run's hparams.json "model"
     (else the default MiniLM). An AdapLeR run is used as is. A run without CPs (e.g.
@@ -21,7 +22,7 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
     from pathlib import Path
 
     from jaxit import resources
-    from jaxit.encoders import load_config
+    from jaxit.encoders import load_config, with_precision
     from jaxit.train.init_from import load_run_params
 
     model_dir = resources.model_dir()
@@ -35,6 +36,9 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
 
         config = ml_collections.ConfigDict(config)
         cfg, _ = load_encoder(config, load_run_tokenizer(config).get_vocab_size())
+        tokenizer = str(config.get("tokenizer") or "")  # the run's own (its ids)
+        if tokenizer:
+            model_dir = None if tokenizer == "synthetic" else Path(tokenizer)
     else:
         if model and Path(model).is_dir():
             model_dir = Path(model)
@@ -44,6 +48,7 @@ def load_adapler_run(workdir, which: str | int = "best", random_cps: float | Non
             from jaxit.train.pipeline import truncate_layers
 
             cfg, _ = truncate_layers(cfg, {}, keep)
+        cfg = with_precision(cfg, config)
     params = jax.tree.map(np.asarray, load_run_params(workdir, which))
     heads = params.get("heads", {})
     if "final" not in heads:

@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxit import flops as flops_lib
-from jaxit.encoders.transformer import Encoder
+from jaxit.encoders.transformer import Encoder, compute_dtype
 from jaxit.heads import has_exit_heads, stacked_heads
 from jaxit.inference.buckets import DEFAULT_BUCKETS
 from jaxit.inference.device_rules import DeviceRule, device_rule
@@ -133,13 +133,15 @@ class BatchedEngine:
         if self._pool_slots:
             return int(self._pool_slots) + 1
         queues = self.num_layers * ((k + 1) if self.spec.has_cp else 1) + 2
-        cap = POOL_BYTES // (self.buckets[k] * self.config.hidden_size * 4)
+        itemsize = np.dtype(compute_dtype(self.config)).itemsize
+        cap = POOL_BYTES // (self.buckets[k] * self.config.hidden_size * itemsize)
         return int(max(min(queues * self.bmax, cap), 2 * self.bmax)) + 1
 
     def _pool(self, k: int):
         if k not in self._pools:
             shape = (self.ndev * self.slots(k), self.buckets[k], self.config.hidden_size)
-            self._pools[k] = jax.device_put(np.zeros(shape, np.float32), self._rows)
+            zeros = np.zeros(shape, compute_dtype(self.config))
+            self._pools[k] = jax.device_put(zeros, self._rows)
         return self._pools[k]
 
     def _fn(self, kind: str, k: int, b: int, rule: DeviceRule):

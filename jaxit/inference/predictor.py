@@ -347,8 +347,9 @@ def _bar(enabled: bool, total: int):
 
 def load_predictor(workdir, checkpoint: str | int = "best", policy: str | None = None,
                    threshold=None, eta_scale: float | None = None, batch_size: int = 32,
-                   devices=None) -> Predictor:
+                   devices=None, dtype: str | None = None) -> Predictor:
     """A `Predictor` for the run in `workdir` (a `jaxit train` workdir or a `jaxit export`
-    directory) at `checkpoint` ("best", "latest" or a step)."""
-    return Predictor(load_trained_run(workdir, checkpoint), policy, threshold, eta_scale,
+    directory) at `checkpoint` ("best", "latest" or a step); `dtype` overrides the run's
+    compute dtype (e.g. "bfloat16" on TPU/GPU)."""
+    return Predictor(load_trained_run(workdir, checkpoint, dtype), policy, threshold, eta_scale,
                      batch_size, devices)

@@ -86,17 +86,25 @@ class TrainedRun:
         return str(self.config.method.name)
 
 
-def load_trained_run(path, checkpoint: str | int = "best") -> TrainedRun:
+def load_trained_run(path, checkpoint: str | int = "best",
+                     dtype: str | None = None) -> TrainedRun:
     """The run in `path` (a `jaxit train` workdir or a `jaxit export` directory) at
-    `checkpoint`: "best", "latest" or a step number (workdirs only). Raises RunError, with
-    what is wrong, for a directory that is neither."""
+    `checkpoint`: "best", "latest" or a step number (workdirs only), computing in `dtype`
+    (None: the run's config.dtype). Raises RunError, with what is wrong, for a directory
+    that is neither."""
     root = _run_dir(path)
     if (root / EXPORT_META).is_file():
         if str(checkpoint) not in ("best", "latest"):
             raise RunError(f"{path} is an exported run (one checkpoint): --checkpoint does not "
                            "apply")
-        return _load_export(root)
-    return _load_workdir(root, checkpoint)
+        run = _load_export(root)
+    else:
+        run = _load_workdir(root, checkpoint)
+    if dtype is not None and dtype != run.encoder.config.dtype:
+        from jaxit.encoders import make_encoder
+
+        run.encoder = make_encoder(run.encoder.config.replace(dtype=dtype))
+    return run
 
 
 def _run_dir(path) -> Path:
@@ -148,7 +156,7 @@ def _load_workdir(root: Path, checkpoint) -> TrainedRun:
 def _model_parts(config, root: Path):
     """(task, tokenizer, encoder) of a run's config; a missing model directory is a RunError."""
     from jaxit.data.custom import task_for_config
-    from jaxit.encoders import load_config, make_encoder
+    from jaxit.encoders import load_config, make_encoder, with_precision
     from jaxit.train.pipeline import load_encoder, load_run_tokenizer, truncate_layers
 
     task = task_for_config(config)
@@ -161,6 +169,7 @@ def _model_parts(config, root: Path):
             keep = int(config.get("truncate_layers", 0) or 0)
             if keep:
                 enc_cfg, _ = truncate_layers(enc_cfg, {}, keep)
+            enc_cfg = with_precision(enc_cfg, config)
     except (FileNotFoundError, NotADirectoryError) as e:
         raise RunError(f"{root}: the run's model or tokenizer ({config.model!r} in its "
                        f"hparams.json) cannot be read: {e}. Run from the directory it was "
@@ -213,7 +222,7 @@ def _load_export(root: Path) -> TrainedRun:
 
     from jaxit.data.custom import task_for_config
     from jaxit.encoders import load_tokenizer, make_encoder
-    from jaxit.encoders.config import config_from_hf_dict
+    from jaxit.encoders.config import config_from_hf_dict, with_precision
     from jaxit.encoders.weights import _read_state, params_from_state_dict
 
     meta = json.loads((root / EXPORT_META).read_text())
@@ -223,7 +232,7 @@ def _load_export(root: Path) -> TrainedRun:
     config = ml_collections.ConfigDict(meta["config"])
     hf = json.loads((root / "config.json").read_text())
     hf["model_type"] = meta["model_type"]
-    enc_cfg = config_from_hf_dict(hf)
+    enc_cfg = with_precision(config_from_hf_dict(hf), config)
     state = _read_state(root)
     encoder_params = params_from_state_dict(enc_cfg, state, strict=True)
     prefix = f"{enc_cfg.model_type}."

@@ -40,6 +40,9 @@ def run_lr_eval(workdir, tasks=("eraser_movies", "hatexplain"), split: str = "te
     )
 
     encoder, params, model_dir = load_adapler_run(workdir, which, random_cps=random_cps)
+    if model_dir is None:
+        raise ValueError(f"{workdir} was trained with the synthetic tokenizer: lr-eval reads "
+                         "real text (HateXplain, ERASER Movies)")
     tok = load_tokenizer(model_dir)
     max_length = min(int(max_length), encoder.config.max_position_embeddings)
     buckets = tuple(b for b in DEFAULT_BUCKETS if b < max_length) + (max_length,)

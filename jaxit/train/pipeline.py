@@ -12,7 +12,14 @@ import jax
 import numpy as np
 
 from jaxit.batch import Batch
-from jaxit.encoders import EncoderConfig, init_params, load_pretrained, load_tokenizer, make_encoder
+from jaxit.encoders import (
+    EncoderConfig,
+    init_params,
+    load_pretrained,
+    load_tokenizer,
+    make_encoder,
+    with_precision,
+)
 from jaxit.methods.base import Method
 from jaxit.methods.registry import make_method
 
@@ -84,12 +91,13 @@ def load_encoder(config, vocab_size: int | None = None) -> tuple[EncoderConfig, 
             type_vocab_size=0 if r.model_type == "distilbert" else 2,
             embedding_size=r.hidden_size // 2 if r.model_type == "albert" else None,
             pad_token_id=0)
-        return cfg, jax.device_get(init_params(cfg, jax.random.PRNGKey(config.train.seed)))
+        params = jax.device_get(init_params(cfg, jax.random.PRNGKey(config.train.seed)))
+        return with_precision(cfg, config), params
     cfg, params = load_pretrained(config.model)
     keep = int(config.get("truncate_layers", 0) or 0)
     if keep:
         cfg, params = truncate_layers(cfg, params, keep)
-    return cfg, params
+    return with_precision(cfg, config), params
 
 
 def truncate_layers(cfg: EncoderConfig, params: dict, keep: int) -> tuple[EncoderConfig, dict]:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from jaxit.data.tables import TABLE_FORMATS
+from jaxit.encoders.config import ATTENTION_IMPLS, COMPUTE_DTYPES
 from jaxit.errors import ConfigError, UnknownNameError, did_you_mean
 
 _INF = math.inf
@@ -74,6 +75,8 @@ CHECKS: dict[str, Callable] = {
     "random_encoder.num_heads": _COUNT, "random_encoder.intermediate_size": _COUNT,
     "random_encoder.max_position_embeddings": _COUNT,
     "truncate_layers": _NONNEG_INT,
+    "dtype": _choice(*COMPUTE_DTYPES),
+    "attention": _choice(*ATTENTION_IMPLS),
     "init_from_checkpoint": lambda v: None if str(v) in ("best", "latest") or str(v).isdigit()
     else "must be best, latest or a step number",
     "data.source": _choice("local", "hf", "tfds", "synthetic"),
