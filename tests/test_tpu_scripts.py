@@ -894,3 +894,28 @@ def test_sim_cuda_two_hosts_real_jaxit(sim, tmp_path):
     assert result["step"] == 2 and result["num_steps"] == 4
     for i, h in enumerate(("h0", "h1")):  # jaxit logs its jax.distributed rank
         assert f"process {i} of 2" in (root / h / "jaxit_logs" / "train.log").read_text()
+    _assert_same_as_one_process(workdir, tmp_path / "one process")
+
+
+def _assert_same_as_one_process(workdir, ref_dir):
+    """The two-process run's params after 2 steps equal one process's on the same global
+    batches (each host fed its own rows); only the reduction order differs. A one-step run
+    shows that the second step moves the params by far more than the tolerance."""
+    import jax
+    import numpy as np
+
+    from jaxit.configs import config_from_run
+    from jaxit.train.init_from import load_run_params
+    from jaxit.train.loop import train
+
+    config = config_from_run(workdir)
+    with jax.numpy_dtype_promotion("standard"):  # optax (see conftest's marker)
+        train(config, ref_dir / "1", max_steps_this_run=1)
+        train(config, ref_dir / "2", max_steps_this_run=2)
+    flat = lambda d: {jax.tree_util.keystr(k): np.asarray(v)
+                      for k, v in jax.tree_util.tree_leaves_with_path(load_run_params(d, "latest"))}
+    two, one, first = flat(workdir), flat(ref_dir / "2"), flat(ref_dir / "1")
+    assert two.keys() == one.keys()
+    for k in two:
+        np.testing.assert_allclose(two[k], one[k], atol=2e-6, rtol=1e-5, err_msg=k)
+    assert max(np.abs(one[k] - first[k]).max() for k in one) > 1e-4
