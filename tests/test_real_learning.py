@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxit.configs import base_config
 from jaxit.inference import DACTPolicy, load_runner_examples
 from jaxit.inference.evaluate_exits import collect_layer_outputs, simulate_exits
 from jaxit.train.init_from import load_run_params
 from jaxit.train.loop import train
 from jaxit.train.pipeline import build_setup
+from tests.slices import sst2_slice_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.standard_promotion]
 CHANCE = 444 / 872  # SST-2 dev's majority class
@@ -21,19 +21,10 @@ N_DEV = 256  # dev sentences scored (a seeded subset)
 
 
 def _config(minilm_dir, data_dir, method: dict, n_train=512, **train):
-    c = base_config()
-    c.model = str(minilm_dir)
-    c.task = "sst2"
-    c.data.data_dir = str(data_dir)
-    c.data.max_length = 64
-    c.data.buckets = (32, 64)
-    c.data.max_train_examples = n_train
+    c = sst2_slice_config(minilm_dir, data_dir, n_train)
     c.data.max_eval_examples = N_DEV
     c.train.num_epochs = 1.0
     c.train.learning_rate = 1e-4
-    c.save_every = 10_000
-    c.eval_batch_size = 128
-    c.progress = False
     c.method.pooling = "mean"
     for k, v in method.items():
         setattr(c.method, k, v)

@@ -5,10 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxit.configs import base_config, tiny_config
+from jaxit.configs import tiny_config
 from jaxit.train.checkpoint import IncompatibleCheckpointError
 from jaxit.train.loop import train
 from jaxit.train.writer import read_metrics
+from tests.slices import sst2_slice_config
 
 pytestmark = pytest.mark.standard_promotion
 
@@ -112,20 +113,10 @@ def test_unknown_task_and_method(tmp_path):
 @pytest.mark.slow
 def test_finetune_minilm_on_sst2_slice(tmp_path, minilm_dir, data_dir):
     """Real weights, real data: 1,024 SST-2 train sentences, 2 epochs, full SST-2 dev."""
-    c = base_config()
-    c.model = str(minilm_dir)
-    c.task = "sst2"
-    c.data.data_dir = str(data_dir)
-    c.data.max_length = 64
-    c.data.buckets = (32, 64)
-    c.data.max_train_examples = 1024
+    c = sst2_slice_config(minilm_dir, data_dir)
     c.train.batch_size = 32
     c.train.num_epochs = 2.0
     c.train.learning_rate = 5e-5
-    c.eval_every = 0
-    c.save_every = 10_000
-    c.eval_batch_size = 128
-    c.progress = False
     result, _ = train(c, tmp_path / "sst2")
     assert result["step"] == 64
     # chance is 0.51 (444/872); the untrained head gives about that; full SST-2 gives 0.90.
