@@ -56,7 +56,7 @@ def test_mean_pooled_exits_learn_in_the_lower_layers(exits_run):
     root, c = exits_run
     trace = _trace(c, root / "exits")
     acc = (trace.probs.argmax(-1) == trace.labels[None]).mean(-1)  # [L]
-    assert acc[1] >= 0.65, acc  # layer 2; chance 0.51
+    assert acc[1] >= 0.65, acc  # layer 2 (measured 0.715); chance 0.51
     assert acc[-1] >= 0.75, acc
 
 
@@ -68,7 +68,8 @@ def test_dact_halts_before_the_last_layer(exits_run, minilm_dir, data_dir):
     train(c, root / "dact")
     trace = _trace(c, root / "dact")
     exits, outputs = simulate_exits(trace, DACTPolicy(6, tolerance=0.0))
-    assert (exits < 6).mean() >= 0.1, np.bincount(exits)  # the exact bound: no answer changes
+    # the exact bound (no later layer can change the answer); measured 99 % before layer 6
+    assert (exits < 6).mean() >= 0.5, np.bincount(exits)
     assert (outputs.argmax(-1) == trace.labels).mean() >= 0.75
 
 
