@@ -276,8 +276,10 @@ def test_init_from_a_finetuned_run_and_sweep(tmp_path):
     np.testing.assert_allclose(state.params["heads"]["final"]["out"]["kernel"],
                                source["heads"]["final"]["out"]["kernel"], atol=1e-7, rtol=0)
 
+    # batch_size=0: no batched-engine throughput (nothing here reads it; test_cli and
+    # test_engine cover the engine), which would compile every batch size for nothing
     report = run_sweep(setup, state.params, tmp_path / "sweep", policies=("confidence",),
-                       wallclock_examples=5)
+                       wallclock_examples=5, batch_size=0)
     assert "dact" in report["sweeps"] and "dact_full_score" in report
     # the sweep's full-model score is a_L's, as the training loop's dev evaluation (the
     # method's own predict, not the sweep's trace and accumulation) scores it
