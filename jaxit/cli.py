@@ -26,6 +26,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from jaxit.encoders.config import COMPUTE_DTYPES
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "ml_collections config file (e.g. experiments/configs/finetune.py[:tiny]); "
@@ -74,7 +76,7 @@ flags.DEFINE_float("eta_scale", None, "predict: token dropping: multiply the tra
                    "this (0 = keep every token; default 1)")
 flags.DEFINE_string("summary", None, "predict: also write the summary as JSON to this file")
 flags.DEFINE_string("out", None, "export: the new directory to write")
-flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+flags.DEFINE_enum("dtype", None, list(COMPUTE_DTYPES),
                   "eval, sweep, predict, interpret: compute dtype (default: the run's "
                   "config.dtype; bfloat16 is meant for TPU/GPU)")
 flags.DEFINE_bool("verbose", False, "print the traceback of a user error (bad flag, config, "

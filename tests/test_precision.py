@@ -153,7 +153,9 @@ def test_bf16_engine_equals_bf16_batch1_runners():
 @pytest.mark.standard_promotion
 def test_config_dtype_reaches_training_and_every_loader(tmp_path):
     """A run trained with config.dtype=bfloat16 computes in bf16 in training, and its saved
-    config brings bf16 back in `load_trained_run`; the override switches it."""
+    config brings bf16 back in `load_trained_run` and `load_adapler_run`; the override
+    switches it."""
+    from jaxit.inference.adapler_runs import load_adapler_run
     from jaxit.inference.trained_run import load_trained_run
     from jaxit.train.loop import train
     from jaxit.train.pipeline import build_setup
@@ -171,6 +173,9 @@ def test_config_dtype_reaches_training_and_every_loader(tmp_path):
     assert run.encoder.config.dtype == "bfloat16"
     assert load_trained_run(tmp_path / "run", "latest", "float32").encoder.config.dtype == \
         "float32"
+    for dtype in (None, "float32"):
+        encoder, _, _ = load_adapler_run(tmp_path / "run", "latest", random_cps=0.02, dtype=dtype)
+        assert encoder.config.dtype == (dtype or "bfloat16")
 
 
 @pytest.mark.slow

@@ -16,23 +16,30 @@ import ml_collections
 import numpy as np
 
 
-def bench_jax(model_dir, batch, seq, steps, warmup):
-    from jaxit.batch import batch_from_ids
-    from jaxit.encoders import load_pretrained, make_encoder
+def finetune_update(cfg, enc_params, donate: bool = True):
+    """(jitted update step, initial train state) of a two-class fine-tune of the encoder
+    `cfg` with `enc_params`: jaxit's AdamW (clip 1.0), as every jaxit training run uses."""
+    from jaxit.encoders import make_encoder
     from jaxit.methods import make_finetune
     from jaxit.train.optim import make_optimizer
     from jaxit.train.state import init_state
     from jaxit.train.step import make_update_fn
 
-    cfg, enc_params = load_pretrained(model_dir)
     method = make_finetune(make_encoder(cfg), 2, False)
     params = method.init(jax.random.PRNGKey(1), enc_params)
     tcfg = ml_collections.ConfigDict(dict(learning_rate=2e-5, warmup_fraction=0.1,
                                           weight_decay=0.01, adam_b1=0.9, adam_b2=0.999,
                                           adam_eps=1e-8, grad_clip_norm=1.0))
     tx, labels = make_optimizer(tcfg, method, params, 1000)
-    state = init_state(params, tx, 0)
-    update = jax.jit(make_update_fn(method, tx, labels), donate_argnums=0)
+    update = jax.jit(make_update_fn(method, tx, labels), donate_argnums=0 if donate else ())
+    return update, init_state(params, tx, 0)
+
+
+def bench_jax(model_dir, batch, seq, steps, warmup):
+    from jaxit.batch import batch_from_ids
+    from jaxit.encoders import load_pretrained
+
+    update, state = finetune_update(*load_pretrained(model_dir))
     rng = np.random.default_rng(0)
     b = batch_from_ids(rng.integers(1000, 30000, (batch, seq)),
                        labels=rng.integers(0, 2, (batch,)).astype(np.int32))

@@ -10,45 +10,40 @@ from jaxit.encoders.transformer import make_encoder
 
 
 def load_adapler_run(workdir, which: str | int = "best", random_cps: float | None = None,
-                     seed: int = 0):
+                     seed: int = 0, dtype: str | None = None):
     """(encoder, params, model_dir) of a trained run, read without its config (model_dir:
     where its tokenizer is; None for the demo's synthetic tokenizer); `which`:
     "best", "latest" or a step number (e.g. the checkpoint that AdapLeR's model selection
-    picked). The encoder config and tokenizer come from the run's hparams.json "model"
-    (else the default MiniLM). An AdapLeR run is used as is. A run without CPs (e.g.
-    `finetune`) needs `random_cps`: CPs with normal(random_cps) kernels and η = 0.25 are
-    added (timing and chance baselines only)."""
+    picked). The encoder config and tokenizer come from the run's hparams.json ("model",
+    "tokenizer", "truncate_layers", "dtype"; without one, the default MiniLM); `dtype`
+    overrides the run's compute dtype. An AdapLeR run is used as is. A run without CPs
+    (e.g. `finetune`) needs `random_cps`: CPs with normal(random_cps) kernels and η = 0.25
+    are added (timing and chance baselines only)."""
     import json
     from pathlib import Path
 
     from jaxit import resources
-    from jaxit.encoders import load_config, with_precision
     from jaxit.train.init_from import load_run_params
+    from jaxit.train.pipeline import load_run_tokenizer, run_encoder_config
 
-    model_dir = resources.model_dir()
     hp = Path(workdir) / "hparams.json"
     config = json.loads(hp.read_text()) if hp.is_file() else {}
-    model = config.get("model")
-    if model == "random":  # the run's own random encoder (its depth, width and vocabulary)
+    config.setdefault("model", str(resources.model_dir()))
+    config.setdefault("tokenizer", None)
+    if dtype is not None:
+        config["dtype"] = dtype
+    tokenizer = config["tokenizer"] or config["model"]
+    model_dir = None if tokenizer == "synthetic" else Path(tokenizer)
+    vocab = None
+    if config["model"] == "random":  # the run's own random encoder: sized to its tokenizer
         import ml_collections
 
-        from jaxit.train.pipeline import load_encoder, load_run_tokenizer
-
-        config = ml_collections.ConfigDict(config)
-        cfg, _ = load_encoder(config, load_run_tokenizer(config).get_vocab_size())
-        tokenizer = str(config.get("tokenizer") or "")  # the run's own (its ids)
-        if tokenizer:
-            model_dir = None if tokenizer == "synthetic" else Path(tokenizer)
-    else:
-        if model and Path(model).is_dir():
-            model_dir = Path(model)
-        cfg = load_config(model_dir)
-        keep = int(config.get("truncate_layers", 0) or 0)
-        if keep:  # trained on the first `keep` layers (BERxiT's "Limit" baseline)
-            from jaxit.train.pipeline import truncate_layers
-
-            cfg, _ = truncate_layers(cfg, {}, keep)
-        cfg = with_precision(cfg, config)
+        vocab = load_run_tokenizer(ml_collections.ConfigDict(config)).get_vocab_size()
+    try:
+        cfg = run_encoder_config(config, vocab)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise FileNotFoundError(f"{workdir}: the run's model ({config['model']!r} in its "
+                                f"hparams.json) cannot be read: {e}") from None
     params = jax.tree.map(np.asarray, load_run_params(workdir, which))
     heads = params.get("heads", {})
     if "final" not in heads:

@@ -156,20 +156,13 @@ def _load_workdir(root: Path, checkpoint) -> TrainedRun:
 def _model_parts(config, root: Path):
     """(task, tokenizer, encoder) of a run's config; a missing model directory is a RunError."""
     from jaxit.data.custom import task_for_config
-    from jaxit.encoders import load_config, make_encoder, with_precision
-    from jaxit.train.pipeline import load_encoder, load_run_tokenizer, truncate_layers
+    from jaxit.encoders import make_encoder
+    from jaxit.train.pipeline import load_run_tokenizer, run_encoder_config
 
     task = task_for_config(config)
     try:
         tokenizer = load_run_tokenizer(config)
-        if config.model == "random":
-            enc_cfg, _ = load_encoder(config, tokenizer.get_vocab_size())
-        else:
-            enc_cfg = load_config(Path(config.model))
-            keep = int(config.get("truncate_layers", 0) or 0)
-            if keep:
-                enc_cfg, _ = truncate_layers(enc_cfg, {}, keep)
-            enc_cfg = with_precision(enc_cfg, config)
+        enc_cfg = run_encoder_config(config, tokenizer.get_vocab_size())
     except (FileNotFoundError, NotADirectoryError) as e:
         raise RunError(f"{root}: the run's model or tokenizer ({config.model!r} in its "
                        f"hparams.json) cannot be read: {e}. Run from the directory it was "

@@ -20,14 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxit.encoders.config import COMPUTE_DTYPES
 from jaxit.inference.buckets import DEFAULT_BUCKETS
 
 
 def run_lr_eval(workdir, tasks=("eraser_movies", "hatexplain"), split: str = "test",
                 out_dir=None, max_length: int = 512, num_examples: int = 0,
                 heatmaps: int = 6, eta=None, random_cps: float | None = None,
-                data_dir=None, which: str = "best") -> dict:
-    """Evaluates the run in `workdir` on each task's rationales; returns {task: report}."""
+                data_dir=None, which: str = "best", dtype: str | None = None) -> dict:
+    """Evaluates the run in `workdir` on each task's rationales; returns {task: report}
+    (`dtype`: the compute dtype, default the run's)."""
     from jaxit import resources
     from jaxit.data.rationales import load_rationales
     from jaxit.encoders import load_tokenizer
@@ -39,7 +41,8 @@ def run_lr_eval(workdir, tasks=("eraser_movies", "hatexplain"), split: str = "te
         plot_rationale_curves,
     )
 
-    encoder, params, model_dir = load_adapler_run(workdir, which, random_cps=random_cps)
+    encoder, params, model_dir = load_adapler_run(workdir, which, random_cps=random_cps,
+                                                  dtype=dtype)
     if model_dir is None:
         raise ValueError(f"{workdir} was trained with the synthetic tokenizer: lr-eval reads "
                          "real text (HateXplain, ERASER Movies)")
@@ -94,6 +97,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--eta", default="", help="override η: one value or L comma-separated")
     ap.add_argument("--random_cps", type=float, default=None,
                     help="run without CPs: random CPs of this kernel scale (a baseline)")
+    ap.add_argument("--dtype", default=None, choices=COMPUTE_DTYPES,
+                    help="compute dtype (default: the run's config.dtype)")
     args = ap.parse_args(argv)
     eta = None
     if args.eta:
@@ -101,7 +106,7 @@ def main(argv=None) -> dict:
         eta = vals[0] if len(vals) == 1 else np.asarray(vals, np.float32)
     return run_lr_eval(args.workdir, tuple(t for t in args.tasks.split(",") if t), args.split,
                        args.out or None, args.max_length, args.num_examples, args.heatmaps, eta,
-                       args.random_cps, which=args.checkpoint)
+                       args.random_cps, which=args.checkpoint, dtype=args.dtype)
 
 
 if __name__ == "__main__":

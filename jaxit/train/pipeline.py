@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -15,6 +16,7 @@ from jaxit.batch import Batch
 from jaxit.encoders import (
     EncoderConfig,
     init_params,
+    load_config,
     load_pretrained,
     load_tokenizer,
     make_encoder,
@@ -78,26 +80,42 @@ def _buckets(c) -> tuple[int, ...]:
 
 
 def load_encoder(config, vocab_size: int | None = None) -> tuple[EncoderConfig, dict]:
-    """The pretrained encoder named by `config.model`, or a random one ("random")."""
+    """The pretrained encoder named by `config.model`, or a random one ("random"), with the
+    run's depth (`truncate_layers`) and precision."""
     if config.model == "random":
-        r = config.random_encoder
+        cfg = run_encoder_config(config, vocab_size)
+        return cfg, jax.device_get(init_params(cfg, jax.random.PRNGKey(config.train.seed)))
+    cfg, params = load_pretrained(config.model)
+    cfg, params = _run_depth(config, cfg, params)
+    return with_precision(cfg, config), params
+
+
+def run_encoder_config(config, vocab_size: int | None = None) -> EncoderConfig:
+    """The encoder config a run (dict or ConfigDict) trains with, read without its weights:
+    the `model` directory's config.json, or the `random_encoder` block sized to `vocab_size`
+    (the tokenizer's), then cut to `truncate_layers`, with its `dtype` and `attention`."""
+    model = config.get("model")
+    if model == "random":
+        r = config["random_encoder"]
         if vocab_size is None:
             raise ValueError("a random encoder needs a tokenizer to size its vocabulary")
         cfg = EncoderConfig(
-            model_type=r.model_type, vocab_size=vocab_size, hidden_size=r.hidden_size,
-            num_layers=r.num_layers, num_heads=r.num_heads,
-            intermediate_size=r.intermediate_size,
-            max_position_embeddings=max(r.max_position_embeddings, config.data.max_length),
-            type_vocab_size=0 if r.model_type == "distilbert" else 2,
-            embedding_size=r.hidden_size // 2 if r.model_type == "albert" else None,
+            model_type=r["model_type"], vocab_size=vocab_size, hidden_size=r["hidden_size"],
+            num_layers=r["num_layers"], num_heads=r["num_heads"],
+            intermediate_size=r["intermediate_size"],
+            max_position_embeddings=max(r["max_position_embeddings"],
+                                        config["data"]["max_length"]),
+            type_vocab_size=0 if r["model_type"] == "distilbert" else 2,
+            embedding_size=r["hidden_size"] // 2 if r["model_type"] == "albert" else None,
             pad_token_id=0)
-        params = jax.device_get(init_params(cfg, jax.random.PRNGKey(config.train.seed)))
-        return with_precision(cfg, config), params
-    cfg, params = load_pretrained(config.model)
+    else:
+        cfg, _ = _run_depth(config, load_config(Path(model)), {})
+    return with_precision(cfg, config)
+
+
+def _run_depth(config, cfg: EncoderConfig, params: dict) -> tuple[EncoderConfig, dict]:
     keep = int(config.get("truncate_layers", 0) or 0)
-    if keep:
-        cfg, params = truncate_layers(cfg, params, keep)
-    return with_precision(cfg, config), params
+    return truncate_layers(cfg, params, keep) if keep else (cfg, params)
 
 
 def truncate_layers(cfg: EncoderConfig, params: dict, keep: int) -> tuple[EncoderConfig, dict]:
