@@ -84,6 +84,11 @@ def base_config() -> ml_collections.ConfigDict:
     # elbert: "shared" = one classifier for every layer (the paper); "per_layer" = a head per
     # layer, as the other strategies (an option, not ELBERT's method)
     c.method.elbert_heads = "shared"
+    # Exit heads of the early-exit methods: "bert" (pooler D->D + linear, the papers') or
+    # "attention" (FastBERT's classifier: D->128, 2-head self-attention over the tokens,
+    # 128->128, 128->C; jaxit.heads.attention_head). Unset = "attention" for fastbert,
+    # "bert" otherwise. finetune, dact, adapler and depth_width take "bert" only.
+    c.method.head = ml_collections.config_dict.placeholder(str)
     c.method.weights_lr_scale = 500.0  # elbert: lr multiplier of t (1e-2 at lr 2e-5)
     c.method.distill_lr_scale = 10.0  # fastbert: lr multiplier of the distilled exits
     # lr multiplier of the intermediate exit heads (and DACT's halting units). 1 = the papers.

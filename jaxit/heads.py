@@ -1,9 +1,16 @@
-"""Heads on the encoder's states: BERT-style classification/regression exit heads, BERxiT's
-LTE unit and DACT's halting units (shared by the methods and the inference runners).
+"""Heads on the encoder's states: exit heads (BERT-style, or FastBERT's small attention
+classifiers), BERxiT's LTE unit and DACT's halting units (shared by the methods and the
+inference runners).
 
-An exit head is pooler (dense D->D, tanh) + dropout + linear D->C (C = 1 for regression),
-as in BERT's own sequence-classification head. Heads for all L layers are stored stacked
-on a leading [L] axis so one vmapped call scores every layer.
+A "bert" exit head is pooler (dense D->D, tanh) + dropout + linear D->C (C = 1 for
+regression) on the pooled state, as in BERT's own sequence-classification head. An
+"attention" head (FastBERT's, as in its released `Classifier`) reads every kept token:
+dense D->W (W = 128) + tanh, 2-head self-attention of width W (query, key, value and
+output projections; dropout on the attention probabilities), the first token's output
+(or the kept tokens' mean), dense W->W + tanh, linear W->C. Only the first token's query is
+needed for "cls" pooling, so only it is computed. `head_outputs` runs either kind on a
+layer's states; the kind is read from the params ("attn" present). Heads for all L layers
+are stored stacked on a leading [L] axis so one vmapped call scores every layer.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxit.encoders.transformer import dense, dropout
+from jaxit.encoders.transformer import MASK_MIN, dense, dropout
+from jaxit.flops import ATTENTION_HEAD_WIDTH, HeadCost
 
 POOLINGS = ("cls", "mean")
+HEAD_KINDS = ("bert", "attention")
+ATTENTION_HEAD_HEADS = 2  # FastBERT's cla_heads_num
 
 
 def pool_features(hidden: jnp.ndarray, attention_mask: jnp.ndarray, pooling: str = "cls"):
@@ -45,22 +55,119 @@ def init_exit_head(rng: jax.Array, hidden: int, num_outputs: int, pooler: dict |
     return {"pooler": jax.tree.map(jnp.asarray, pooler), "out": out}
 
 
-def init_exit_heads(rng, num_layers: int, hidden: int, num_outputs: int, pooler=None):
-    """L heads stacked on a leading axis; every pooler starts from `pooler` when given."""
+def init_attention_head(rng: jax.Array, hidden: int, num_outputs: int,
+                        width: int = ATTENTION_HEAD_WIDTH) -> dict:
+    """FastBERT's classifier: {"proj": D->W, "attn": {"query", "key_value" [W, 2W], "out"},
+    "pooler": W->W, "out": W->C}, kernels normal(0.02), biases 0."""
+    keys = jax.random.split(rng, 6)
+
+    def lin(k, n_in, n_out):
+        return {"kernel": 0.02 * jax.random.normal(k, (n_in, n_out)), "bias": jnp.zeros((n_out,))}
+
+    return {"proj": lin(keys[0], hidden, width),
+            "attn": {"query": lin(keys[1], width, width),
+                     "key_value": lin(keys[2], width, 2 * width),
+                     "out": lin(keys[3], width, width)},
+            "pooler": lin(keys[4], width, width), "out": lin(keys[5], width, num_outputs)}
+
+
+def init_exit_heads(rng, num_layers: int, hidden: int, num_outputs: int, pooler=None,
+                    kind: str = "bert"):
+    """L heads of `kind` ("bert", "attention") stacked on a leading axis; every "bert"
+    pooler starts from `pooler` when given."""
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"unknown head kind {kind!r}; choose from {HEAD_KINDS}")
     keys = jax.random.split(rng, num_layers)
-    heads = [init_exit_head(k, hidden, num_outputs, pooler) for k in keys]
+    if kind == "attention":
+        heads = [init_attention_head(k, hidden, num_outputs) for k in keys]
+    else:
+        heads = [init_exit_head(k, hidden, num_outputs, pooler) for k in keys]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *heads)
 
 
+def head_kind(head: dict) -> str:
+    """"attention" for FastBERT's classifier (params with "attn"), else "bert"."""
+    return "attention" if "attn" in head else "bert"
+
+
+def head_cost(head: dict, pooling: str = "cls") -> HeadCost:
+    """The FLOPs descriptor (`jaxit.flops.HeadCost`) of a head's params and pooling."""
+    return HeadCost(head_kind(head), pooling)
+
+
+def head_width(head: dict) -> int:
+    """The width of a head's pooled state (what an LTE unit reads): D or W."""
+    return int(jnp.shape(head["pooler"]["kernel"])[-1])
+
+
 def exit_head(p: dict, cls: jnp.ndarray, rng: jax.Array | None = None, rate: float = 0.1):
-    """cls [..., D] -> (outputs [..., C], pooled [..., D]), float32 whatever cls's dtype.
-    Dropout only when rng is given."""
+    """A "bert" head on pooled states: cls [..., D] -> (outputs [..., C], pooled [..., D]),
+    float32 whatever cls's dtype. Dropout only when rng is given."""
     pooled = jnp.tanh(dense(p["pooler"], cls.astype(jnp.float32)))
     return dense(p["out"], dropout(pooled, rate, rng)), pooled
 
 
-def all_exit_heads(heads: dict, cls: jnp.ndarray, rng=None, rate: float = 0.1):
-    """Stacked heads [L, ...] on cls [L, B, D] -> (outputs [L, B, C], pooled [L, B, D])."""
+def attention_head(p: dict, hidden: jnp.ndarray, weights: jnp.ndarray, pooling: str = "cls",
+                   rng: jax.Array | None = None, rate: float = 0.1):
+    """FastBERT's classifier on states hidden [..., T, D] with token weights [..., T] (1 =
+    kept, 0 = padding or removed; soft weights in (0, 1) scale a key's attention by that
+    factor) -> (outputs [..., C], pooled [..., W]), float32. Dropout on the attention
+    probabilities only when rng is given."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
+    a = p["attn"]
+    x = jnp.tanh(dense(p["proj"], hidden.astype(jnp.float32)))  # [..., T, W]
+    w = jnp.asarray(weights, jnp.float32)
+    kv = dense(a["key_value"], x)
+    width = x.shape[-1]
+    k, v = kv[..., :width], kv[..., width:]
+    q = dense(a["query"], x[..., :1, :] if pooling == "cls" else x)  # [..., Q, W]
+
+    def split(t):  # [..., n, W] -> [..., H, n, W/H]
+        t = t.reshape(*t.shape[:-1], ATTENTION_HEAD_HEADS, width // ATTENTION_HEAD_HEADS)
+        return jnp.moveaxis(t, -2, -3)
+
+    q, k, v = split(q), split(k), split(v)
+    scores = q @ jnp.swapaxes(k, -1, -2) / jnp.sqrt(jnp.float32(q.shape[-1]))
+    log_w = jnp.where(w > 0, jnp.log(jnp.maximum(w, 1e-30)), MASK_MIN)
+    probs = jax.nn.softmax(scores + log_w[..., None, None, :], -1)
+    ctx = jnp.moveaxis(dropout(probs, rate, rng) @ v, -3, -2)  # [..., Q, H, W/H]
+    att = dense(a["out"], ctx.reshape(*ctx.shape[:-2], width))  # [..., Q, W]
+    if pooling == "cls":
+        feats = att[..., 0, :]
+    else:
+        feats = (att * w[..., None]).sum(-2) / jnp.maximum(w.sum(-1, keepdims=True), 1.0)
+    pooled = jnp.tanh(dense(p["pooler"], feats))
+    return dense(p["out"], pooled), pooled
+
+
+def head_outputs(head: dict, hidden: jnp.ndarray, weights: jnp.ndarray, pooling: str = "cls",
+                 rng: jax.Array | None = None, rate: float = 0.1):
+    """Any exit head on a layer's states hidden [..., B, T, D] and token weights [B, T] (or
+    [..., B, T]) -> (outputs [..., B, C], pooled [..., B, D or W]), float32."""
+    if head_kind(head) == "attention":
+        w = jnp.broadcast_to(jnp.asarray(weights), hidden.shape[:-1])
+        return attention_head(head, hidden, w, pooling, rng, rate)
+    return exit_head(head, pool_features(hidden, weights, pooling), rng, rate)
+
+
+def all_exit_heads(heads: dict, hidden: jnp.ndarray, weights: jnp.ndarray,
+                   pooling: str = "cls", rng=None, rate: float = 0.1):
+    """Stacked heads [L, ...] on every layer's states hidden [L, B, T, D] with token weights
+    [B, T] (or per layer [L, B, T]) -> (outputs [L, B, C], pooled [L, B, D or W])."""
+    n = hidden.shape[0]
+    w = jnp.broadcast_to(jnp.asarray(weights), hidden.shape[:-1])
+    keys = None if rng is None else jax.random.split(rng, n)
+    if keys is None:
+        return jax.vmap(lambda p, h, m: head_outputs(p, h, m, pooling, None, rate))(
+            heads, hidden, w)
+    return jax.vmap(lambda p, h, m, k: head_outputs(p, h, m, pooling, k, rate))(
+        heads, hidden, w, keys)
+
+
+def pooled_exit_heads(heads: dict, cls: jnp.ndarray, rng=None, rate: float = 0.1):
+    """Stacked "bert" heads [L, ...] on pooled states cls [L, B, D] -> (outputs [L, B, C],
+    pooled [L, B, D]) (token dropping's soft-pooled features: `jaxit.methods.depth_width`)."""
     n = cls.shape[0]
     keys = None if rng is None else jax.random.split(rng, n)
     if keys is None:

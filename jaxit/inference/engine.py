@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxit import flops as flops_lib
 from jaxit.encoders.transformer import Encoder, compute_dtype
-from jaxit.heads import has_exit_heads, stacked_heads
+from jaxit.heads import has_exit_heads, head_cost, stacked_heads
 from jaxit.inference.buckets import DEFAULT_BUCKETS
 from jaxit.inference.device_rules import DeviceRule, device_rule
 from jaxit.inference.engine_results import EngineResults
@@ -96,6 +96,7 @@ class BatchedEngine:
         else:
             self._heads = [put(heads["final"])] * L
         self._final = put(heads["final"])
+        self.head_cost = head_cost(heads["final"], self.spec.pooling)  # FLOPs of one exit head
         self._lte = put(heads["lte"]) if self.spec.has_lte else None
         if self.spec.has_cp:
             self._cps = [put(cp_layer(heads["cp"], i)) for i in range(L)]
@@ -262,7 +263,7 @@ class BatchedEngine:
                 out[rows] = np.asarray(res)[:rows.size]
         seconds = time.perf_counter() - start
         L = self.num_layers
-        flops = np.array([flops_lib.full_model_flops(self.config, int(m), self.spec.num_outputs)
-                          for m in n], np.int64)
+        flops = np.array([flops_lib.full_model_flops(self.config, int(m), self.spec.num_outputs,
+                                                     self.head_cost) for m in n], np.int64)
         return EngineResults(out, np.full(len(n), L, np.int32), np.tile(n[:, None], (1, L)),
                              flops, flops.copy(), n, self.spec.is_regression, seconds, {})

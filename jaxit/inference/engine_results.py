@@ -12,17 +12,20 @@ from jaxit.encoders.config import EncoderConfig
 
 
 def example_flops(cfg: EncoderConfig, n: int, tokens_per_layer: Sequence[int], num_outputs: int,
-                  heads_run: int, head_extra: bool, cp_hidden: int | None) -> int:
+                  heads_run: int, head_extra: bool, cp_hidden: int | None,
+                  head: flops_lib.HeadCost = flops_lib.BERT_HEAD) -> int:
     """Real-token FLOPs of one example that ran layers 1..len(tokens_per_layer), layer l on
     tokens_per_layer[l - 1] tokens: the embedding on n tokens, those layers, `heads_run` exit
-    heads (+ the LTE or halting unit when `head_extra`), and with `cp_hidden` the contribution
+    heads of kind `head` on the last `heads_run` layers that ran, each on its layer's tokens
+    (+ the LTE or halting unit when `head_extra`), and with `cp_hidden` the contribution
     predictor in front of every layer that ran (CP 0 on the n embedded tokens). Depth only:
     `flops.early_exit_flops`; AdapLeR: `flops.token_drop_flops`; both: the sum of the parts."""
     tokens = [int(k) for k in tokens_per_layer]
     total = flops_lib.encoder_flops(cfg, tokens) if tokens else 0
     if tokens:
         total += flops_lib.embedding_flops(cfg, n) - flops_lib.embedding_flops(cfg, tokens[0])
-    total += heads_run * flops_lib.head_flops(cfg, num_outputs, head_extra)
+    total += sum(flops_lib.head_flops(cfg, num_outputs, head_extra, k, head)
+                 for k in (tokens[-heads_run:] if heads_run else []))
     if cp_hidden:
         total += sum(flops_lib.contribution_predictor_flops(cfg, k, cp_hidden)
                      for k in [n] + tokens[:-1])

@@ -292,8 +292,9 @@ class EngineRun:
         for i in range(len(self.examples)):
             e, n = int(self.exit[i]), int(self.n[i])
             heads = e if spec.has_exits else 1
-            fl.append(example_flops(cfg, n, self.tokens[i, :e], c, heads, extra, eng.cp_hidden))
-            full.append(flops_lib.full_model_flops(cfg, n, c))
+            fl.append(example_flops(cfg, n, self.tokens[i, :e], c, heads, extra, eng.cp_hidden,
+                                    eng.head_cost))
+            full.append(flops_lib.full_model_flops(cfg, n, c, eng.head_cost))
         self.stats["host_busy_s"] = seconds - self.stats["host_wait_s"]
         return EngineResults(self.outputs, self.exit, self.tokens, np.array(fl, np.int64),
                              np.array(full, np.int64), self.n, spec.is_regression, seconds,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, halting_value, lte_certainty, pool_features
+from jaxit.heads import halting_value, head_outputs, lte_certainty, pool_features
 from jaxit.inference.device_rules import DeviceRule, rule_step
 from jaxit.methods.adapler import contribution_scores, hard_keep
 
@@ -108,15 +108,15 @@ def _keep(cp, eta, hidden, valid):
 
 
 def _exit(spec: ModelSpec, rule: DeviceRule, weights, hidden, valid, state, layer):
-    """Exit head on the pooled kept tokens and the rule -> (outputs [b, C], stop, state')."""
+    """Exit head on the kept tokens and the rule -> (outputs [b, C], stop, state')."""
     head, lte, rule_params = weights["head"], weights["lte"], weights["rule"]
-    feats = pool_features(hidden, valid, spec.pooling)
-    out, pooled = exit_head(head, feats)
+    out, pooled = head_outputs(head, hidden, valid, spec.pooling)
     out = out.astype(jnp.float32)
     b = out.shape[0]
     probs = out if spec.is_regression else jax.nn.softmax(out, axis=-1)
     u = lte_certainty(lte, pooled).astype(jnp.float32) if spec.has_lte else jnp.zeros((b,))
-    h = halting_value(head["halting"], feats) if spec.has_halting else jnp.zeros((b,))
+    h = (halting_value(head["halting"], pool_features(hidden, valid, spec.pooling))
+         if spec.has_halting else jnp.zeros((b,)))
     stop, state = rule_step(rule, rule_params, out, probs, u, h, state, layer,
                             spec.num_layers, spec.is_regression)
     return out, stop, state
@@ -180,7 +180,7 @@ def make_static_step(encoder: Encoder, spec: ModelSpec, counter: dict | None = N
         bias = mask_bias_from(mask, hidden.dtype)
         for lp in layers:
             hidden = encoder.block(lp, hidden, bias)
-        out, _ = exit_head(head, pool_features(hidden, mask > 0, spec.pooling))
+        out, _ = head_outputs(head, hidden, mask > 0, spec.pooling)
         return out.astype(jnp.float32)
 
     return static

@@ -21,6 +21,7 @@ from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.config import EncoderConfig
 from jaxit.encoders.transformer import Encoder
+from jaxit.heads import head_cost
 from jaxit.inference.policies import ExitPolicy, LayerOutput
 from jaxit.methods.early_exit import all_layer_outputs
 from jaxit.metrics import accuracy, f1, macro_f1, mcc, pearson, spearman
@@ -55,7 +56,7 @@ class ExitTrace(NamedTuple):
 
     outputs [L, N, C]; probs [L, N, C] (None for regression); lte [L, N] or None;
     labels [N] or None; num_tokens [N] (real tokens, for FLOPs); halting [L, N] (DACT
-    halting values) or None.
+    halting values) or None; head: the exit heads' FLOPs descriptor.
     """
 
     outputs: np.ndarray
@@ -65,6 +66,7 @@ class ExitTrace(NamedTuple):
     num_tokens: np.ndarray
     is_regression: bool
     halting: np.ndarray | None = None
+    head: flops_lib.HeadCost = flops_lib.BERT_HEAD
 
     @property
     def num_layers(self) -> int:
@@ -111,7 +113,8 @@ def collect_layer_outputs(encoder: Encoder, params: dict, batches: Iterable[Batc
     cat = lambda xs: np.concatenate(xs, axis=1) if xs else None
     return ExitTrace(cat(outs), cat(probs), cat(ltes),
                      np.concatenate(labels) if labels else None,
-                     np.concatenate(ntok).astype(np.int64), is_regression, cat(halts))
+                     np.concatenate(ntok).astype(np.int64), is_regression, cat(halts),
+                     head_cost(params["heads"]["final"], pooling))
 
 
 # ----------------------------------------------------------------------------- simulating
@@ -150,9 +153,9 @@ def exit_flops(cfg: EncoderConfig, trace: ExitTrace, exits: np.ndarray) -> tuple
     """(adaptive FLOPs, static full-model FLOPs), summed over examples."""
     c = trace.outputs.shape[-1]
     lte = trace.lte is not None or trace.halting is not None  # a D->1 unit per layer
-    adaptive = sum(flops_lib.early_exit_flops(cfg, int(n), int(e), c, lte)
+    adaptive = sum(flops_lib.early_exit_flops(cfg, int(n), int(e), c, lte, trace.head)
                    for n, e in zip(trace.num_tokens, exits))
-    full = sum(flops_lib.full_model_flops(cfg, int(n), c) for n in trace.num_tokens)
+    full = sum(flops_lib.full_model_flops(cfg, int(n), c, trace.head) for n in trace.num_tokens)
     return adaptive, full
 
 
@@ -215,7 +218,8 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
     full_flops = sum(r.flops for r in static_res)
     cfg, c = runner.config, runner.num_outputs
     buckets = [runner.bucket(r.num_tokens) for r in static_res]
-    padded_full = sum(flops_lib.full_model_flops(cfg, b, c) for b in buckets)
+    head = getattr(runner, "head_cost", flops_lib.BERT_HEAD)
+    padded_full = sum(flops_lib.full_model_flops(cfg, b, c, head) for b in buckets)
     L = runner.num_layers
     out = {"static": {"seconds": float(static_t.sum()), "flops": int(full_flops),
                       "us_per_example": 1e6 * float(static_t.mean())}}
@@ -228,7 +232,7 @@ def measure_wallclock(runner, examples: Sequence, policies: Mapping[str, ExitPol
         fsp = full_flops / fl
         layers = np.array([r.exit_layer for r in res])
         unit = runner.has_lte or getattr(runner, "has_halting", False)
-        padded = sum(flops_lib.early_exit_flops(cfg, b, int(r.exit_layer), c, unit)
+        padded = sum(flops_lib.early_exit_flops(cfg, b, int(r.exit_layer), c, unit, head)
                      for b, r in zip(buckets, res))
         out[k] = {
             "seconds": float(ad_t[k].sum()), "flops": int(fl),

@@ -12,16 +12,28 @@ import numpy as np
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import MASK_MIN, Encoder, mask_bias_from
-from jaxit.heads import exit_head, halting_value, lte_certainty, pool_features
+from jaxit.heads import halting_value, head_outputs, lte_certainty, pool_features
 from jaxit.inference.device_rules import dact_step, layer_scores, threshold_stop
 from jaxit.inference.policies import GATE_DACT, LayerOutput
 
 
+def _kept(mask_bias):
+    """0/1 token weights [B, T] (float32) of an additive mask [B, T]."""
+    return (mask_bias > MASK_MIN / 2).astype(jnp.float32)
+
+
 def _features(hidden, mask_bias, pooling: str):
-    """The heads' input from hidden [B, T, D]: [CLS] or the mean of the unmasked tokens."""
+    """The pooled state [B, D] of hidden [B, T, D]: [CLS] or the mean of the unmasked tokens
+    (what a "bert" head and a DACT halting unit read)."""
     if pooling == "cls":
         return hidden[:, 0]
-    return pool_features(hidden, (mask_bias > MASK_MIN / 2).astype(hidden.dtype), pooling)
+    return pool_features(hidden, _kept(mask_bias), pooling)
+
+
+def exit_outputs(head, hidden, mask_bias, pooling: str):
+    """Any exit head (`jaxit.heads.head_outputs`) on hidden [B, T, D] under an additive mask
+    [B, T] -> (outputs [B, C], pooled)."""
+    return head_outputs(head, hidden, _kept(mask_bias), pooling)
 
 
 def make_layer_compute(encoder: Encoder, is_regression: bool, pooling: str = "cls"):
@@ -38,8 +50,7 @@ def make_layer_compute(encoder: Encoder, is_regression: bool, pooling: str = "cl
 
     def compute(lp, head, lte, hidden, mask_bias, layer):
         hidden = encoder.block(lp, hidden, mask_bias)
-        feats = _features(hidden, mask_bias, pooling)
-        out, pooled = exit_head(head, feats)
+        out, pooled = exit_outputs(head, hidden, mask_bias, pooling)
         out = out.astype(jnp.float32)
         parts = [out]
         b = out.shape[0]
@@ -52,6 +63,7 @@ def make_layer_compute(encoder: Encoder, is_regression: bool, pooling: str = "cl
             u = lte_certainty(lte, pooled).astype(jnp.float32)
             parts.append(u[:, None])
         if "halting" in head:  # DACT: this layer's halting unit on the raw [CLS] state
+            feats = _features(hidden, mask_bias, pooling)
             parts.append(halting_value(head["halting"], feats)[:, None])
         parts.append(jnp.ones((b, 1), jnp.float32))
         scores = layer_scores(probs, u, layer, is_regression)  # [B, 5], gate kinds

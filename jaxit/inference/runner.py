@@ -49,7 +49,7 @@ import numpy as np
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, stacked_heads
+from jaxit.heads import head_cost, stacked_heads
 from jaxit.inference.buckets import (  # noqa: F401  (re-exported: the runners' old home)
     DEFAULT_BUCKETS,
     bucket_for,
@@ -59,8 +59,8 @@ from jaxit.inference.buckets import (  # noqa: F401  (re-exported: the runners' 
     pad_to_bucket,
 )
 from jaxit.inference.exit_steps import (  # noqa: F401  (re-exported)
-    _features,
     dact_gate_step,
+    exit_outputs,
     gate_stop,
     make_fused_run,
     make_layer_compute,
@@ -151,6 +151,7 @@ class EarlyExitRunner:
         params = jax.device_put(params)
         enc, heads = params["encoder"], params["heads"]
         self.has_lte = "lte" in heads
+        self.head_cost = head_cost(heads["final"], pooling)  # FLOPs of one exit head
         # Sliced once here, never per call.
         self._embed_params = {k: v for k, v in enc.items() if k not in ("layers", "pooler")}
         self._layers = [encoder.layer_params(enc, i) for i in range(self.num_layers)]
@@ -184,7 +185,7 @@ class EarlyExitRunner:
             bias = mask_bias_from(mask, hidden.dtype)
             for lp in layers:
                 hidden = encoder.block(lp, hidden, bias)
-            out, _ = exit_head(final_head, _features(hidden, bias, pooling))
+            out, _ = exit_outputs(final_head, hidden, bias, pooling)
             return out.astype(jnp.float32)
 
         layer_fn = make_layer_step(encoder, self.is_regression, pooling=pooling)
@@ -265,7 +266,7 @@ class EarlyExitRunner:
         outputs = np.array(out.outputs if answer is None else answer())
         seconds = time.perf_counter() - start
         flops = flops_lib.early_exit_flops(self.config, n, layer, self.num_outputs,
-                                           self.has_lte or self.has_halting)
+                                           self.has_lte or self.has_halting, self.head_cost)
         return ExampleResult(outputs, layer, flops, seconds, n)
 
     def _gate(self, policy, allow_dact: bool = True):
@@ -356,7 +357,7 @@ class EarlyExitRunner:
         out = np.asarray(self.full_step(self._embed_params, self._layers,
                                         self._final_head, ids, tt, mask))[0]
         seconds = time.perf_counter() - start
-        flops = flops_lib.full_model_flops(self.config, n, self.num_outputs)
+        flops = flops_lib.full_model_flops(self.config, n, self.num_outputs, self.head_cost)
         return ExampleResult(out, self.num_layers, flops, seconds, n)
 
     def run_static(self, inputs) -> RunResults:
@@ -366,5 +367,6 @@ class EarlyExitRunner:
 
     def full_flops(self, num_tokens: Iterable[int]) -> np.ndarray:
         """Static full-model FLOPs for each token count."""
-        return np.array([flops_lib.full_model_flops(self.config, int(n), self.num_outputs)
+        return np.array([flops_lib.full_model_flops(self.config, int(n), self.num_outputs,
+                                                    self.head_cost)
                          for n in num_tokens], np.int64)

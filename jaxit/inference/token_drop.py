@@ -56,7 +56,7 @@ import numpy as np
 from jaxit import flops as flops_lib
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, has_exit_heads, lte_certainty, pool_features, stacked_heads
+from jaxit.heads import has_exit_heads, head_cost, head_outputs, lte_certainty, stacked_heads
 from jaxit.inference.adapler_runs import load_adapler_run  # noqa: F401  (re-exported)
 from jaxit.inference.buckets import (
     DEFAULT_BUCKETS,
@@ -172,6 +172,7 @@ class TokenDropRunner:
                              for i in range(L)] if self.has_exits else None)
         self._lte = jax.device_put(heads["lte"]) if "lte" in heads else None
         self.pooling = pooling
+        self.head_cost = head_cost(_find(params, "final"), pooling)  # FLOPs of one exit head
         self._pad_id = cfg.pad_token_id
         self.trace_counts: dict = {}
         counts, tmax = self.trace_counts, self.max_len
@@ -206,7 +207,7 @@ class TokenDropRunner:
             counts["last"] = counts.get("last", 0) + 1
             x, valid = gather(buf, idx)
             h = encoder.block(lp, x, mask_bias_from(valid, x.dtype))
-            out, _ = exit_head(head, pool_features(h, valid, pooling))
+            out, _ = head_outputs(head, h, valid, pooling)
             return out.astype(jnp.float32)
 
         def layer_exit_step(lp, cp_l, eta_l, head, lte, buf, idx):
@@ -215,7 +216,7 @@ class TokenDropRunner:
             counts["layer_exit"] = counts.get("layer_exit", 0) + 1
             x, valid = gather(buf, idx)
             h = encoder.block(lp, x, mask_bias_from(valid, x.dtype))
-            out, pooled = exit_head(head, pool_features(h, valid, pooling))
+            out, pooled = head_outputs(head, h, valid, pooling)
             u = lte_certainty(lte, pooled) if lte is not None else jnp.zeros((1,))
             row = jnp.concatenate([out, u[:, None]], axis=-1).astype(jnp.float32)
             return to_buffer(h), decide(cp_l, eta_l, h, valid), row
@@ -226,7 +227,7 @@ class TokenDropRunner:
             bias = mask_bias_from(mask, h.dtype)
             for lp in layers:
                 h = encoder.block(lp, h, bias)
-            out, _ = exit_head(head, pool_features(h, mask, pooling))
+            out, _ = head_outputs(head, h, mask, pooling)
             return out.astype(jnp.float32)
 
         buckets_ = self.buckets
@@ -267,8 +268,7 @@ class TokenDropRunner:
                         x = jnp.take(buf, order[:b], axis=1)
                         hb = encoder.block(layers[l], x, mask_bias_from(v, x.dtype))
                         if l == L - 1:
-                            return exit_head(head, pool_features(hb, v, pooling))[0].astype(
-                                jnp.float32)
+                            return head_outputs(head, hb, v, pooling)[0].astype(jnp.float32)
                         vf = v.astype(jnp.float32)
                         kb = hard_keep(contribution_scores(cps[l + 1], hb, vf), vf, etas[l + 1])
                         buf = jax.lax.dynamic_update_slice(buf, hb, (0, 0, 0))
@@ -391,10 +391,11 @@ class TokenDropRunner:
         seconds = time.perf_counter() - start
         if policy is None:
             fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
-                                            self.cp_hidden)
+                                            self.cp_hidden, self.head_cost)
         else:
             fl = example_flops(self.config, n, counts[:exit_layer], self.num_outputs,
-                               exit_layer, self._lte is not None, self.cp_hidden)
+                               exit_layer, self._lte is not None, self.cp_hidden,
+                               self.head_cost)
             counts[exit_layer:] = 0
         return TokenDropResult(outputs, counts, fl, seconds, n, scores, kept, exit_layer)
 
@@ -408,7 +409,7 @@ class TokenDropRunner:
         counts = np.asarray(counts).astype(np.int64)
         seconds = time.perf_counter() - start
         fl = flops_lib.token_drop_flops(self.config, n, counts.tolist(), self.num_outputs,
-                                        self.cp_hidden)
+                                        self.cp_hidden, self.head_cost)
         return TokenDropResult(outputs, counts, fl, seconds, n, exit_layer=self.num_layers)
 
     def run_static_one(self, input_ids, token_type_ids=None) -> TokenDropResult:
@@ -423,7 +424,7 @@ class TokenDropRunner:
                                self.full_flops(n), seconds, n, exit_layer=self.num_layers)
 
     def full_flops(self, n: int) -> int:
-        return flops_lib.full_model_flops(self.config, int(n), self.num_outputs)
+        return flops_lib.full_model_flops(self.config, int(n), self.num_outputs, self.head_cost)
 
     def collect(self, results: Sequence[TokenDropResult]) -> TokenDropResults:
         return TokenDropResults(

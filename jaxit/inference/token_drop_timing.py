@@ -70,8 +70,8 @@ def compare_with_static(runner: TokenDropRunner, examples: Sequence,
         runner.set_eta(saved)
     cfg, c, L = runner.config, runner.num_outputs, runner.num_layers
     static_pred = np.array([r.prediction for r in static_res])
-    padded_full = sum(flops_lib.full_model_flops(cfg, runner.bucket(r.num_tokens), c)
-                      for r in static_res)
+    padded_full = sum(flops_lib.full_model_flops(cfg, runner.bucket(r.num_tokens), c,
+                                                 runner.head_cost) for r in static_res)
     out = {"static": {"us_per_example": 1e6 * float(static_t.mean()),
                       "seconds": float(static_t.sum())}}
     if labels is not None:
@@ -83,7 +83,7 @@ def compare_with_static(runner: TokenDropRunner, examples: Sequence,
         fsp = res.flops_speedup
         padded = sum(flops_lib.token_drop_flops(
             cfg, runner.bucket(r.num_tokens), [runner.bucket(int(m)) for m in r.tokens_per_layer],
-            c, runner.cp_hidden) for r in res.examples)
+            c, runner.cp_hidden, runner.head_cost) for r in res.examples)
         o = {"eta": etas[k][0].tolist(), "fused": modes[k],
              "us_per_example": 1e6 * float(drop_t[k].mean()), "seconds": float(drop_t[k].sum()),
              "wall_speedup": wall, "flops_speedup": fsp, "wall_over_flops": wall / fsp,

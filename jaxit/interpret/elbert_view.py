@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import all_exit_heads, pool_features, stacked_heads
+from jaxit.heads import all_exit_heads, stacked_heads
 from jaxit.inference.policies import layer_output
 
 
@@ -44,8 +44,9 @@ def cls_attention_fn(encoder: Encoder, pooling: str = "cls"):
             hidden, probs = encoder.block(encoder.layer_params(enc, i), hidden, bias,
                                           return_attention=True)
             rows.append(probs[0, :, 0, :].mean(0))  # [H, Tq, Tk] -> [CLS] row, head mean
-            states.append(pool_features(hidden, b.attention_mask, pooling))
-        outs, _ = all_exit_heads(stacked_heads(p["heads"]), jnp.stack(states))
+            states.append(hidden)
+        outs, _ = all_exit_heads(stacked_heads(p["heads"]), jnp.stack(states), b.attention_mask,
+                                 pooling)
         return jnp.stack(rows), outs[:, 0]
 
     return run

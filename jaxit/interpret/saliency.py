@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, pool_features
+from jaxit.heads import head_outputs
 
 # ----------------------------------------------------------------------------- the math
 
@@ -59,8 +59,7 @@ def forward_from_embeddings(encoder: Encoder, params: dict, hidden0: jnp.ndarray
 
     stacked = None if cfg.shared_layers else enc["layers"]
     h, _ = jax.lax.scan(step, hidden0, stacked, length=cfg.num_layers)
-    logits, _ = exit_head(params["heads"][head],
-                          pool_features(h, jnp.asarray(attention_mask), pooling))
+    logits, _ = head_outputs(params["heads"][head], h, jnp.asarray(attention_mask), pooling)
     return logits
 
 

@@ -47,8 +47,8 @@ import jax.numpy as jnp
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
 from jaxit.heads import (
-    exit_head,
     halting_value,
+    head_outputs,
     init_halting,
     pool_features,
     stacked_heads,
@@ -117,7 +117,7 @@ def dact_forward(encoder: Encoder, params: dict, batch: Batch, is_regression: bo
         k_block, k_head = (None, None) if key is None else jax.random.split(key)
         h_state = encoder.block(lp, h_state, bias, k_block)
         cls = pool_features(h_state, attention_mask, pooling)
-        out, _ = exit_head(head, cls, k_head, cfg.hidden_dropout)
+        out, _ = head_outputs(head, h_state, attention_mask, pooling, k_head, cfg.hidden_dropout)
         halt = halting_value(unit, cls)
         a, p_next = dact_update(a, p, exit_values(out, is_regression), halt)
         return (h_state, a, p_next), (a, p_next, halt, out.astype(jnp.float32))

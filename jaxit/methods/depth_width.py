@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from jaxit.encoders.transformer import Encoder
 from jaxit.errors import ConfigError
-from jaxit.heads import all_exit_heads, lte_certainty, stacked_heads
+from jaxit.heads import lte_certainty, pooled_exit_heads, stacked_heads
 from jaxit.methods.adapler import (
     BETA,
     EVAL_LAMBDA,
@@ -83,8 +83,8 @@ def depth_width_forward(encoder: Encoder, params: dict, batch, lam, rng=None, th
     out = adapler_forward(encoder, params, batch, lam, r_fwd, theta_d, beta, pooling,
                           layer_features=True)
     heads = params["heads"]
-    outputs, pooled = all_exit_heads(stacked_heads(heads), out["features"], r_head,
-                                     encoder.config.hidden_dropout)
+    outputs, pooled = pooled_exit_heads(stacked_heads(heads), out["features"], r_head,
+                                        encoder.config.hidden_dropout)
     out["outputs"] = outputs
     out["logits"] = outputs[-1]
     if "lte" in heads:

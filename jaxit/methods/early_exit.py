@@ -9,9 +9,9 @@ Param tree (L layers, D hidden, C outputs; C = 1 for regression)::
                "lte": {"kernel": [D, 1], "bias": [1]},      # when lte=True
                "loss_weights": [L-1]}}                      # ELBERT's t_i
 
-Every exit head is pooler (dense D->D, tanh) + dropout + linear D->C on the layer's [CLS]
-state (or, with pooling="mean", the mean of its real tokens: `jaxit.heads.pool_features`); every pooler starts
-from the checkpoint's pooler when it has one (DeeBERT's released code; BERxiT's does the
+A "bert" exit head is pooler (dense D->D, tanh) + dropout + linear D->C on the layer's
+[CLS] state (or, with pooling="mean", the mean of its real tokens:
+`jaxit.heads.pool_features`); every such pooler starts from the checkpoint's pooler when it has one (DeeBERT's released code; BERxiT's does the
 same). The last layer's exit head *is* the model's classifier, so there is no separate,
 untrained last off-ramp to exit through.
 
@@ -41,9 +41,14 @@ Strategies (`method_cfg.strategy`); L_i is the mean task loss of exit i:
 - ``fastbert`` (self-distillation): stage 1 as Two-stage; stage 2 trains the other exits on
   sum_{i<L} KL(p_L || p_i) with the final layer's distribution as a stop-gradient teacher
   (regression: squared distance to the final value), backbone and last head frozen, exits
-  at `distill_lr_scale` (default 10, the released code's 10x). Our exits keep the BERT-style
-  head (pooler + linear), not FastBERT's small self-attention classifiers. Exit with
+  at `distill_lr_scale` (default 10, the released code's 10x). Every head, the final one
+  (the teacher) included, is FastBERT's small self-attention classifier (`head="attention"`,
+  `jaxit.heads.attention_head`); `head="bert"` gives BERT-style heads instead. Exit with
   `NormalizedEntropyPolicy` ("speed").
+
+``head`` ("bert" or "attention") picks the exit heads' kind for any strategy; the default is
+"attention" for ``fastbert`` and "bert" otherwise. With attention heads the LTE module reads
+their W-wide pooled state.
 
 ``lte=True`` adds the LTE loss to every step's loss, in every strategy: sum_l mean_batch J_l,
 except in Two-stage and FastBERT, where it follows the paper's substitution L_i -> L_i + J_i
@@ -67,9 +72,11 @@ import jax.numpy as jnp
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
 from jaxit.heads import (
+    HEAD_KINDS,
     all_exit_heads,
-    exit_head,
     halting_value,
+    head_outputs,
+    head_width,
     init_exit_heads,
     init_lte,
     lte_certainty,
@@ -89,7 +96,7 @@ class LayerOutputs(NamedTuple):
 
     outputs: [L, B, C] logits (classification) or values (regression, C = 1)
     lte:     [L, B] LTE certainty u_l, or None when the model has no LTE module
-    pooled:  [L, B, D] the exit heads' pooled [CLS] states
+    pooled:  [L, B, D] the exit heads' pooled states ([L, B, W] for attention heads)
     halting: [L, B] DACT halting values h_l (params with heads["halting"]), or None
     """
 
@@ -109,16 +116,17 @@ class LayerOutputs(NamedTuple):
 
 
 def init_multi_exit(rng, encoder: Encoder, encoder_params: dict, num_outputs: int,
-                    lte: bool = False, loss_weights: bool = False, t_init: float = 4.0):
-    """Params for a multi-exit model on top of `encoder_params`."""
+                    lte: bool = False, loss_weights: bool = False, t_init: float = 4.0,
+                    head: str = "bert"):
+    """Params for a multi-exit model on top of `encoder_params`, heads of kind `head`."""
     cfg = encoder.config
     k_heads, k_lte = jax.random.split(rng)
     stacked = init_exit_heads(k_heads, cfg.num_layers, cfg.hidden_size, num_outputs,
-                              encoder_params.get("pooler"))
+                              encoder_params.get("pooler"), kind=head)
     heads = {"exits": jax.tree.map(lambda x: x[:-1], stacked),
              "final": jax.tree.map(lambda x: x[-1], stacked)}
     if lte:
-        heads["lte"] = init_lte(k_lte, cfg.hidden_size)
+        heads["lte"] = init_lte(k_lte, head_width(heads["final"]))
     if loss_weights:
         heads["loss_weights"] = jnp.full((cfg.num_layers - 1,), t_init, jnp.float32)
     return {"encoder": encoder_params, "heads": heads}
@@ -137,13 +145,14 @@ def all_layer_outputs(encoder: Encoder, params: dict, batch: Batch,
     r_enc, r_head = (None, None) if rng is None else jax.random.split(rng)
     mask = mask_bias_from(jnp.asarray(batch.attention_mask))
     hidden = encoder.forward_all(params["encoder"], batch, r_enc, mask)["hidden"]
-    cls = pool_features(hidden, jnp.asarray(batch.attention_mask), pooling)  # [L, B, D]
+    attention_mask = jnp.asarray(batch.attention_mask)
     heads = params["heads"]
-    outputs, pooled = all_exit_heads(stacked_heads(heads), cls, r_head,
-                                     encoder.config.hidden_dropout)
+    outputs, pooled = all_exit_heads(stacked_heads(heads), hidden, attention_mask, pooling,
+                                     r_head, encoder.config.hidden_dropout)
     u = lte_certainty(heads["lte"], pooled) if "lte" in heads else None
     halt = None
     if "halting" in heads:  # DACT: one halting unit per layer on the raw [CLS] state
+        cls = pool_features(hidden, attention_mask, pooling)  # [L, B, D]
         halt = jax.vmap(halting_value)(heads["halting"], cls)
     return LayerOutputs(outputs, u, pooled, halt)
 
@@ -245,10 +254,14 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
                     t_init: float = 4.0, weights_lr_scale: float = 500.0,
                     distill_lr_scale: float = 10.0, exits_lr_scale: float = 1.0,
                     pooling: str = "cls", elbert_heads: str = "shared",
-                    name: str | None = None) -> Method:
-    """A multi-exit `Method` trained with `strategy` (see the module docstring)."""
+                    head: str | None = None, name: str | None = None) -> Method:
+    """A multi-exit `Method` trained with `strategy` (see the module docstring); `head`:
+    the exit heads' kind (None: "attention" for fastbert, else "bert")."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown early-exit strategy {strategy!r}; choose from {STRATEGIES}")
+    head = head or ("attention" if strategy == "fastbert" else "bert")
+    if head not in HEAD_KINDS:
+        raise ValueError(f"method.head must be one of {HEAD_KINDS}, got {head!r}")
     cfg = encoder.config
     n_layers = cfg.num_layers
     if is_regression and num_outputs != 1:
@@ -261,7 +274,7 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
 
     def init(rng, encoder_params):
         params = init_multi_exit(rng, encoder, encoder_params, num_outputs, lte=lte,
-                                 loss_weights=use_weights, t_init=t_init)
+                                 loss_weights=use_weights, t_init=t_init, head=head)
         if shared:  # ELBERT: one classifier for every layer, "final" (heads.stacked_heads)
             del params["heads"]["exits"]
         return params
@@ -275,8 +288,8 @@ def make_early_exit(encoder: Encoder, num_outputs: int, is_regression: bool, num
         # The static full model: the encoder and the last layer's head only.
         mask = mask_bias_from(jnp.asarray(batch.attention_mask))
         hidden = encoder.forward_all(params["encoder"], batch, None, mask)["hidden"][-1]
-        out, _ = exit_head(params["heads"]["final"],
-                           pool_features(hidden, jnp.asarray(batch.attention_mask), pooling))
+        out, _ = head_outputs(params["heads"]["final"], hidden,
+                              jnp.asarray(batch.attention_mask), pooling)
         return out[:, 0] if is_regression else out
 
     def param_labels(params):
@@ -310,7 +323,8 @@ ALIASES = {"early_exit": "joint", "deebert": "two_stage", "berxit": "alternating
 def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bool,
                      num_steps: int) -> Method:
     """Registry builder. Options of `mcfg`: strategy, lte, stage1_fraction, t_init,
-    weights_lr_scale, distill_lr_scale, exits_lr_scale, pooling (defaults in `make_early_exit`; the strategy defaults
+    weights_lr_scale, distill_lr_scale, exits_lr_scale, pooling, elbert_heads, head (defaults
+    in `make_early_exit`; the strategy defaults
     by method name: early_exit joint, deebert two_stage, berxit alternating, pabee, elbert,
     fastbert)."""
     name = _opt(mcfg, "name", "early_exit")
@@ -325,4 +339,5 @@ def build_early_exit(mcfg, encoder: Encoder, num_outputs: int, is_regression: bo
         exits_lr_scale=float(_opt(mcfg, "exits_lr_scale", 1.0)),
         pooling=str(_opt(mcfg, "pooling", "cls")),
         elbert_heads=str(_opt(mcfg, "elbert_heads", "shared")),
+        head=_opt(mcfg, "head", None) or None,
     )

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
-from jaxit.heads import exit_head, init_exit_head, pool_features, task_loss
+from jaxit.heads import head_outputs, init_exit_head, task_loss
 from jaxit.methods.base import Method
 
 
@@ -25,8 +25,9 @@ def make_finetune(encoder: Encoder, num_outputs: int, is_regression: bool,
         r_enc, r_head = (None, None) if rng is None else jax.random.split(rng)
         mask = mask_bias_from(jnp.asarray(batch.attention_mask))
         hidden = encoder.forward_all(params["encoder"], batch, r_enc, mask)["hidden"][-1]
-        feats = pool_features(hidden, jnp.asarray(batch.attention_mask), pooling)
-        logits, _ = exit_head(params["heads"]["final"], feats, r_head, cfg.hidden_dropout)
+        logits, _ = head_outputs(params["heads"]["final"], hidden,
+                                 jnp.asarray(batch.attention_mask), pooling, r_head,
+                                 cfg.hidden_dropout)
         return logits
 
     def loss(params, batch, rng, step):

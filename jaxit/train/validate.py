@@ -92,6 +92,7 @@ CHECKS: dict[str, Callable] = {
     "method.stage1_fraction": _FRACTION,
     "method.t_init": _number(),
     "method.elbert_heads": _choice("shared", "per_layer"),
+    "method.head": _choice(None, "bert", "attention"),
     "method.weights_lr_scale": _POSITIVE, "method.distill_lr_scale": _POSITIVE,
     "method.exits_lr_scale": _POSITIVE, "method.cp_lr_scale": _POSITIVE,
     "method.tau": _NONNEG,
@@ -181,7 +182,7 @@ def _same_kind(value, default) -> str | None:
 
 def _check_names(flat: dict) -> None:
     from jaxit.data.tasks import get_task
-    from jaxit.methods.early_exit import STRATEGIES
+    from jaxit.methods.early_exit import ALIASES, STRATEGIES
     from jaxit.methods.registry import method_names
 
     task = flat.get("task")
@@ -191,6 +192,10 @@ def _check_names(flat: dict) -> None:
     if name is not None and name not in method_names():
         raise UnknownNameError(f"unknown method {name!r}{did_you_mean(name, method_names())}; "
                                f"known methods: {', '.join(method_names())}")
+    head = flat.get("method.head")
+    if head == "attention" and name is not None and name not in ALIASES:
+        raise ConfigError(f"config.method.head='attention': {name} has BERT-style heads only; "
+                          f"attention heads are for {', '.join(ALIASES)}")
     strategy = flat.get("method.strategy")
     if strategy is not None and strategy not in STRATEGIES:
         raise ConfigError(f"config.method.strategy={strategy!r}: must be one of "
