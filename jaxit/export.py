@@ -81,6 +81,12 @@ def hf_config(run: TrainedRun) -> dict:
 
 
 def check_exportable(run: TrainedRun) -> None:
+    from jaxit.heads import head_kind
+
+    if head_kind(run.heads["final"]) == "attention":
+        raise RunError("this run's classifier is FastBERT's attention head, which Hugging Face "
+                       "has no class for: `jaxit predict` runs it; train with "
+                       "--config.method.head=bert to export")
     mt = run.encoder.config.model_type
     if mt not in HF_CLASSES:
         raise RunError(f"export supports {', '.join(HF_CLASSES)} encoders; {mt}'s Hugging Face "

@@ -167,3 +167,43 @@ def test_runner_and_engine_equal_the_training_forward_on_a_fastbert_model():
         assert res.exit_layers[i] == r.exit_layer
         np.testing.assert_allclose(res.outputs[i], r.outputs, rtol=2e-4, atol=2e-5)
         assert res.flops[i] == r.flops
+
+
+@pytest.mark.standard_promotion
+def test_a_fastbert_run_trains_sweeps_predicts_and_refuses_export(tmp_path):
+    """A tiny FastBERT run end to end: training moves the attention heads, the sweep's
+    normalised-entropy curve counts the attention heads' FLOPs, `load_predictor` runs it,
+    and `jaxit export` refuses it in one line (Hugging Face has no such head)."""
+    from jaxit.configs import tiny_config
+    from jaxit.export import export_run
+    from jaxit.inference.predictor import load_predictor
+    from jaxit.inference.trained_run import RunError, load_trained_run
+    from jaxit.sweep import run_sweep
+    from jaxit.train.loop import train
+    from jaxit.train.pipeline import build_setup
+
+    c = tiny_config()
+    c.method.name = "fastbert"
+    c.train.num_steps = 6
+    setup = build_setup(c)
+    init = setup.method.init(jax.random.PRNGKey(c.train.seed), setup.encoder_params)
+    _, state = train(c, tmp_path / "run", setup=setup)
+    heads = state.params["heads"]
+    assert head_kind(heads["final"]) == "attention"
+    for group in ("final", "exits"):  # stage 1 trains the final head, stage 2 the exits
+        moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), heads[group],
+                             init["heads"][group])
+        assert min(jax.tree.leaves(moved)) > 0, group
+    from jaxit.sweep import dev_examples
+
+    report = run_sweep(setup, state.params, tmp_path / "sweep", ["normalized_entropy"],
+                       wallclock_examples=4)
+    cfg, n_out = setup.method.encoder.config, setup.method.num_outputs
+    expected = sum(flops.full_model_flops(cfg, len(ids), n_out, flops.HeadCost("attention"))
+                   for ids, _ in dev_examples(setup, 4))
+    assert report["wallclock_static"]["flops"] == expected
+    assert len(report["sweeps"]["normalized_entropy"]) > 1
+    recs = load_predictor(tmp_path / "run", checkpoint="latest")(["a b c", "d e"])
+    assert len(recs) == 2 and "label" in recs[0]
+    with pytest.raises(RunError, match="FastBERT's attention head"):
+        export_run(load_trained_run(tmp_path / "run", "latest"), tmp_path / "export")
