@@ -22,6 +22,22 @@ def pytest_configure(config):
         "correction mixes Python floats with int32 counts, which strict promotion rejects)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _xla_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for this session (in its temporary folder, so
+    nothing is shared between sessions): the many tiny runs compile the same train and eval
+    steps from fresh jit closures, and an identical program is then loaded, not recompiled.
+    Tracing still happens, so trace counts (`compiles_after_warmup`) are unchanged.
+    JAXIT_TEST_XLA_CACHE=off turns it off."""
+    if os.environ.get("JAXIT_TEST_XLA_CACHE", "") == "off":
+        yield
+        return
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _dtype_promotion(request):
     """Strict dtype promotion for every test except those marked `standard_promotion`."""
