@@ -181,8 +181,10 @@ def test_config_dtype_reaches_training_and_every_loader(tmp_path):
 @pytest.mark.slow
 @pytest.mark.standard_promotion
 def test_bf16_finetune_sst2_slice_and_same_predictions_as_fp32(tmp_path, minilm_dir, data_dir):
-    """The SST-2 slice fine-tune (test_train.py) in bf16 reaches the same bar (0.75; chance
-    0.51), and its params predict the same class in bf16 and float32 on ≥ 99 % of SST-2 dev."""
+    """A fine-tune of MiniLM-L6 on 1,024 SST-2 train sentences (2 epochs, 64 steps) in bf16
+    reaches 0.75 on the full SST-2 dev (chance 0.51; float32 measured 0.78, and the float32
+    multi-exit run of test_real_learning.py holds the same bar), and its params predict the
+    same class in bf16 and float32 on ≥ 99 % of SST-2 dev."""
     from jaxit.train.loop import train
     from jaxit.train.pipeline import build_setup
 

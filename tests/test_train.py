@@ -9,7 +9,6 @@ from jaxit.configs import tiny_config
 from jaxit.train.checkpoint import IncompatibleCheckpointError
 from jaxit.train.loop import train
 from jaxit.train.writer import read_metrics
-from tests.slices import sst2_slice_config
 
 pytestmark = pytest.mark.standard_promotion
 
@@ -108,19 +107,6 @@ def test_unknown_task_and_method(tmp_path):
     c.method.name = "no_such_method"
     with pytest.raises(ValueError, match="unknown method 'no_such_method'"):
         train(c, tmp_path / "b")
-
-
-@pytest.mark.slow
-def test_finetune_minilm_on_sst2_slice(tmp_path, minilm_dir, data_dir):
-    """Real weights, real data: 1,024 SST-2 train sentences, 2 epochs, full SST-2 dev."""
-    c = sst2_slice_config(minilm_dir, data_dir)
-    c.train.batch_size = 32
-    c.train.num_epochs = 2.0
-    c.train.learning_rate = 5e-5
-    result, _ = train(c, tmp_path / "sst2")
-    assert result["step"] == 64
-    # chance is 0.51 (444/872); the untrained head gives about that; full SST-2 gives 0.90.
-    assert result["dev"]["accuracy"] >= 0.75, result  # measured 0.78
 
 
 def test_updates_lower_the_loss_on_a_fixed_batch():
