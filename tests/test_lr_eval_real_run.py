@@ -99,3 +99,27 @@ def test_lr_eval_on_a_real_run_honours_eta(adapler_run, tmp_path):
     # the CPs' scores before the first drop do not depend on η: same ranking, same mAP
     assert over["mAP"][0] == pytest.approx(base["mAP"][0])
     assert not (tmp_path / "eta" / "hatexplain").exists()  # --heatmaps 0
+
+
+def test_lr_eval_baselines_beside_the_cps(adapler_run, tmp_path):
+    """`--baselines` on ERASER Movies (labels 0/1, the run's two classes): every baseline's
+    per-layer report is written next to the CPs', over the same examples; on HateXplain's
+    three labels the saliency baseline refuses this two-class model in one line."""
+    from jaxit.interpret.lr_eval import main
+
+    out = tmp_path / "base"
+    reports = main(["--workdir", str(adapler_run), "--tasks", "eraser_movies", "--num_examples",
+                    "3", "--max_length", "32", "--out", str(out), "--heatmaps", "0",
+                    "--baselines", "attention,rollout,saliency"])
+    cp = reports["eraser_movies"]
+    for name in ("attention", "rollout", "saliency"):
+        rep = reports[f"eraser_movies/{name}"]
+        written = json.loads((out / f"rationales_eraser_movies_test_{name}.json").read_text())
+        assert written["baseline"] == name and written["num_examples"] == cp.num_examples == 3
+        assert len(written["mAP"]) == L and all(0 <= v <= 1 for v in written["mAP"])
+        assert rep.covered_word_fraction == pytest.approx(cp.covered_word_fraction)
+    assert (out / "rationale_curves_eraser_movies.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="not classes"):
+        main(["--workdir", str(adapler_run), "--tasks", "hatexplain", "--num_examples", "3",
+              "--max_length", "32", "--out", str(tmp_path / "hx"), "--heatmaps", "0",
+              "--baselines", "saliency"])

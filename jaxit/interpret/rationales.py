@@ -281,7 +281,8 @@ def evaluate_rationales(runner, encoded: Sequence[EncodedRationale], dropped: st
 
 def plot_rationale_curves(reports: dict, path, title: str = "") -> None:
     """PNG like seed 002 figure 5: mAP and FPR per layer, one line per report (name ->
-    `RationaleReport`); FPR solid for the kept set, dashed for the 1/n level."""
+    `RationaleReport`); FPR solid for the kept set, dashed for the 1/n level (the only one
+    for baselines that keep every token)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,9 +292,12 @@ def plot_rationale_curves(reports: dict, path, title: str = "") -> None:
     for name, rep in reports.items():
         x = np.arange(rep.map.shape[0])
         ax1.plot(x, rep.map, "o-", ms=3, label=name)
-        line = ax2.plot(x, rep.fpr, "o-", ms=3, label=f"{name} (kept)")[0]
-        ax2.plot(x, rep.fpr_uniform, "s--", ms=3, color=line.get_color(),
-                 label=f"{name} (S̃ ≥ 1/n)")
+        if rep.settings.get("drops_tokens", True):
+            line = ax2.plot(x, rep.fpr, "o-", ms=3, label=f"{name} (kept)")[0]
+            ax2.plot(x, rep.fpr_uniform, "s--", ms=3, color=line.get_color(),
+                     label=f"{name} (S̃ ≥ 1/n)")
+        else:  # a baseline that keeps every token: only its uniform level means anything
+            ax2.plot(x, rep.fpr_uniform, "s--", ms=3, label=f"{name} (≥ 1/n)")
     for ax, name in ((ax1, "mAP"), (ax2, "FPR")):
         ax.set_xlabel("CP ℓ (in front of layer ℓ+1)")
         ax.set_ylabel(name)
