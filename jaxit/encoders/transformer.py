@@ -24,13 +24,11 @@ are float32. The heads (`jaxit.heads`) return float32 outputs.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.extend.random import threefry_2x32
 
 from jaxit.batch import Batch
 from jaxit.encoders.config import EncoderConfig
@@ -77,39 +75,11 @@ def dense(p: dict, x: jnp.ndarray) -> jnp.ndarray:
     return x @ p["kernel"].astype(x.dtype) + p["bias"].astype(x.dtype)
 
 
-def _random_u16(rng: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:
-    """Independent uniform 16-bit draws (as uint32 in [0, 65536)) of `shape` from `rng`.
-
-    Four draws per Threefry-2x32 hash: `jax.random.bits` / `bernoulli` spend one full hash
-    (64 output bits) per element whatever its width, which made dropout's masks ~3x dearer
-    on XLA:CPU. Keys of another PRNG impl go through `jax.random.bits` (two per 32-bit word).
-    """
-    n = math.prod(shape)
-    words_needed = (n + 1) // 2
-    if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):  # legacy raw uint32 key
-        rng = jax.random.wrap_key_data(rng)
-    if str(jax.random.key_impl(rng)) == "threefry2x32":
-        k = jax.random.key_data(rng)
-        # threefry_2x32 hashes count pairs (c[i], c[i + m/2]) into two output words
-        words = threefry_2x32((k[0], k[1]), jax.lax.iota(jnp.uint32, words_needed + words_needed % 2))
-    else:
-        words = jax.random.bits(rng, (words_needed,), jnp.uint32)
-    u16 = jnp.concatenate([words & jnp.uint32(0xFFFF), words >> jnp.uint32(16)])
-    return u16[:n].reshape(shape)
-
-
 def dropout(x: jnp.ndarray, rate: float, rng: jax.Array | None) -> jnp.ndarray:
-    """Inverted dropout; identity when `rng` is None (evaluation) or rate is 0.
-
-    Each element is kept independently with probability round((1 - rate) * 65536) / 65536
-    (within 2**-17 of 1 - rate) from 16 bits of Threefry output; deterministic given `rng`.
-    """
+    """Inverted dropout; identity when `rng` is None (evaluation) or rate is 0."""
     if rng is None or rate == 0.0:
         return x
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-    threshold = jnp.uint32(round((1.0 - rate) * 65536))
-    keep = _random_u16(rng, x.shape) < threshold
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
