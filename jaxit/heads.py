@@ -151,28 +151,27 @@ def head_outputs(head: dict, hidden: jnp.ndarray, weights: jnp.ndarray, pooling:
     return exit_head(head, pool_features(hidden, weights, pooling), rng, rate)
 
 
+def _per_layer(fn, rng, n: int, *stacked):
+    """vmap of fn(*layer_args, key) over the leading [n] axis of `stacked`, one dropout key
+    per layer (None without `rng`)."""
+    if rng is None:
+        return jax.vmap(lambda *xs: fn(*xs, None))(*stacked)
+    return jax.vmap(fn)(*stacked, jax.random.split(rng, n))
+
+
 def all_exit_heads(heads: dict, hidden: jnp.ndarray, weights: jnp.ndarray,
                    pooling: str = "cls", rng=None, rate: float = 0.1):
     """Stacked heads [L, ...] on every layer's states hidden [L, B, T, D] with token weights
     [B, T] (or per layer [L, B, T]) -> (outputs [L, B, C], pooled [L, B, D or W])."""
-    n = hidden.shape[0]
     w = jnp.broadcast_to(jnp.asarray(weights), hidden.shape[:-1])
-    keys = None if rng is None else jax.random.split(rng, n)
-    if keys is None:
-        return jax.vmap(lambda p, h, m: head_outputs(p, h, m, pooling, None, rate))(
-            heads, hidden, w)
-    return jax.vmap(lambda p, h, m, k: head_outputs(p, h, m, pooling, k, rate))(
-        heads, hidden, w, keys)
+    return _per_layer(lambda p, h, m, k: head_outputs(p, h, m, pooling, k, rate), rng,
+                      hidden.shape[0], heads, hidden, w)
 
 
 def pooled_exit_heads(heads: dict, cls: jnp.ndarray, rng=None, rate: float = 0.1):
     """Stacked "bert" heads [L, ...] on pooled states cls [L, B, D] -> (outputs [L, B, C],
     pooled [L, B, D]) (token dropping's soft-pooled features: `jaxit.methods.depth_width`)."""
-    n = cls.shape[0]
-    keys = None if rng is None else jax.random.split(rng, n)
-    if keys is None:
-        return jax.vmap(lambda p, c: exit_head(p, c, None, rate))(heads, cls)
-    return jax.vmap(lambda p, c, k: exit_head(p, c, k, rate))(heads, cls, keys)
+    return _per_layer(lambda p, c, k: exit_head(p, c, k, rate), rng, cls.shape[0], heads, cls)
 
 
 def task_loss(outputs: jnp.ndarray, labels: jnp.ndarray, is_regression: bool) -> jnp.ndarray:
