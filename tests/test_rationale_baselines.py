@@ -56,6 +56,9 @@ def test_attention_baselines_by_hand(model):
         roll = (r / r.sum(-1, keepdims=True)) @ roll
         np.testing.assert_allclose(out["rollout"][l], roll[0] / roll[0].sum(), rtol=1e-4,
                                    atol=1e-6)
+        received = roll.sum(0)
+        np.testing.assert_allclose(out["rollout_received"][l], received / received.sum(),
+                                   rtol=1e-4, atol=1e-6)
     for v in out.values():
         np.testing.assert_allclose(v.sum(-1), 1.0, rtol=1e-5)
     # the layers differ (a test that indexes one layer for all would fail)
@@ -73,6 +76,28 @@ def test_saliency_at_layer_zero_is_adaplers_phase_two(model):
     # the gold class matters: the other class's gradient gives other scores
     other = np.asarray(layer_baseline_scores(enc, params, _batch(label=0))["saliency"][0, 0])
     assert np.abs(other - ours).max() > 1e-4
+
+
+def test_attention_only_needs_no_labels_and_no_backward(model):
+    enc, params = model
+    b = _batch()
+    full = layer_baseline_scores(enc, params, b)
+    no_labels = batch_from_ids(b.input_ids, b.attention_mask, b.token_type_ids, None)
+    names = ("attention", "rollout")
+    part = layer_baseline_scores(enc, params, no_labels, names=names)
+    assert set(part) == set(names)
+    for k in names:
+        np.testing.assert_allclose(np.asarray(part[k]), np.asarray(full[k]), rtol=1e-6)
+
+    def flops(fn, x):
+        cost = jax.jit(fn).lower(params, x).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    with_grad = flops(lambda p, x: layer_baseline_scores(enc, p, x), b)
+    without = flops(lambda p, x: layer_baseline_scores(enc, p, x, names=names), no_labels)
+    assert without < 0.6 * with_grad  # the backward pass (≈ 2× the forward) is not traced
+    with pytest.raises(ValueError, match="gold labels"):
+        layer_baseline_scores(enc, params, no_labels)
 
 
 def test_padding_changes_no_score(model):

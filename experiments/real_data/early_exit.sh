@@ -7,7 +7,8 @@
 # sentence-transformers checkpoint whose lower-layer [CLS] barely varies across inputs) and
 # learn at 20x the backbone's lr (a few hundred steps instead of the papers' 3 epochs).
 # Usage: bash experiments/real_data/early_exit.sh [RUNS_DIR] [PART]
-#   PART: sst2 | mrpc_alternating | stsb | mrpc_joint | sst2_elbert | sst2_fastbert | all
+#   PART: sst2 | mrpc_alternating | stsb | mrpc_joint | sst2_elbert | mrpc_elbert |
+#         sst2_fastbert | all
 # Resumable: rerunning picks up each run from its latest checkpoint.
 set -u
 RUNS=${1:-runs/real}
@@ -43,6 +44,9 @@ case $PART in stsb|all)
 esac
 case $PART in sst2_elbert|all)  # ELBERT: one shared classifier, its two-stage window rule
   run sst2_elbert elbert,confidence,entropy "${SST2[@]}" --config.method.name=elbert ;;
+esac
+case $PART in mrpc_elbert|all)
+  run mrpc_elbert elbert,confidence,entropy "${MRPC[@]}" --config.method.name=elbert ;;
 esac
 case $PART in sst2_fastbert|all)  # FastBERT: its own attention heads against BERT-style heads
   run sst2_fastbert normalized_entropy,confidence "${SST2[@]}" --config.method.name=fastbert

@@ -147,8 +147,6 @@ def main(argv=None) -> dict:
                        baseline_run=args.baseline_run or None)
 
 
-if __name__ == "__main__":
-    main()
 
 
 def run_pooling(workdir) -> str:
@@ -168,3 +166,7 @@ def baseline_table(cp, baselines: dict) -> str:
         rows.append(f"| {l} | " + " | ".join(f"{r.map[l]:.3f} | {r.fpr_uniform[l]:.3f}"
                                              for r in reps) + " |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,8 @@ h^ℓ to choose the tokens of layer ℓ + 1. Each row sums to 1 over the example
 - "rollout": attention rollout (Abnar & Zuidema 2020) through layer ℓ + 1: with
   Â = 0.5·A + 0.5·I (head mean, rows renormalised), R_ℓ = Â_{ℓ+1} R_{ℓ-1}, R_{-1} = I; the
   score is [CLS]'s row of R_ℓ;
+- "rollout_received": the rollout each token receives from all tokens (the column mean of
+  R_ℓ over the real queries; PoWER-BERT's accumulation, Table 2's "Attention ALL");
 - "saliency": ||∂y_c/∂h^ℓ_i ⊙ h^ℓ_i||₂ for the gold class c (ℓ = 0 is AdapLeR's phase-2
   saliency, `jaxit.interpret.saliency.embedding_saliency`), normalised over the tokens.
 """
@@ -24,20 +26,23 @@ from jaxit.batch import Batch
 from jaxit.encoders.transformer import Encoder, mask_bias_from
 from jaxit.heads import head_outputs
 
-BASELINES = ("attention", "cls_attention", "rollout", "saliency")
+BASELINES = ("attention", "cls_attention", "rollout", "rollout_received", "saliency")
 
 
-def layer_baseline_scores(encoder: Encoder, params: dict, batch: Batch, pooling: str = "cls"
-                          ) -> dict[str, jnp.ndarray]:
-    """{name: [L, B, T]} for every name in BASELINES on a batch (rows renormalised over each
-    example's real tokens, 0 on padding). Saliency needs batch.labels (the gold classes)."""
-    if batch.labels is None:
+def layer_baseline_scores(encoder: Encoder, params: dict, batch: Batch, pooling: str = "cls",
+                          names=BASELINES) -> dict[str, jnp.ndarray]:
+    """{name: [L, B, T]} for every name in `names` (of BASELINES) on a batch (rows
+    renormalised over each example's real tokens, 0 on padding). Saliency needs batch.labels
+    (the gold classes); without "saliency" in `names` no backward pass is traced."""
+    want_saliency = "saliency" in names
+    if want_saliency and batch.labels is None:
         raise ValueError("saliency needs the gold labels (batch.labels is None)")
     cfg = encoder.config
     enc = params["encoder"]
     mask = jnp.asarray(batch.attention_mask, jnp.float32)
     bias = mask_bias_from(batch.attention_mask, jnp.float32)
-    labels = jnp.asarray(batch.labels).astype(jnp.int32)
+    labels = (jnp.asarray(batch.labels).astype(jnp.int32) if want_saliency
+              else jnp.zeros(mask.shape[:1], jnp.int32))
     h0 = encoder.embed(enc, batch)
     zeros = [jnp.zeros_like(h0) for _ in range(cfg.num_layers)]
 
@@ -53,22 +58,27 @@ def layer_baseline_scores(encoder: Encoder, params: dict, batch: Batch, pooling:
         gold = jnp.take_along_axis(logits.astype(jnp.float32), labels[:, None], -1).sum()
         return gold, (states, probs)
 
-    grads, (states, probs) = jax.grad(run, has_aux=True)(zeros)
-    sal = jnp.stack([jnp.sqrt(jnp.sum(jnp.square((g * s).astype(jnp.float32)), -1))
-                     for g, s in zip(grads, states)])  # [L, B, T]
+    if want_saliency:
+        grads, (states, probs) = jax.grad(run, has_aux=True)(zeros)
+    else:
+        _, (states, probs) = run(zeros)
     att = jnp.stack(probs)  # [L, B, Tq, Tk]
     n = mask.sum(-1)  # [B]
     received = (att * mask[None, :, :, None]).sum(2) / n[None, :, None]
     eye = jnp.eye(att.shape[-1], dtype=jnp.float32)
-    roll, rolled = jnp.broadcast_to(eye, att.shape[1:]), []
+    roll, rolled, roll_received = jnp.broadcast_to(eye, att.shape[1:]), [], []
     for l in range(cfg.num_layers):
         a = 0.5 * att[l] + 0.5 * eye
         a = a / a.sum(-1, keepdims=True)
         roll = a @ roll
         rolled.append(roll[:, 0])
+        roll_received.append((roll * mask[:, :, None]).sum(1) / n[:, None])
     out = {"attention": received, "cls_attention": att[:, :, 0], "rollout": jnp.stack(rolled),
-           "saliency": sal}
-    return {k: _normalised(v, mask) for k, v in out.items()}
+           "rollout_received": jnp.stack(roll_received)}
+    if want_saliency:
+        out["saliency"] = jnp.stack([jnp.sqrt(jnp.sum(jnp.square((g * s).astype(jnp.float32)), -1))
+                                     for g, s in zip(grads, states)])  # [L, B, T]
+    return {k: _normalised(v, mask) for k, v in out.items() if k in names}
 
 
 def _normalised(scores: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
@@ -102,10 +112,10 @@ def evaluate_baselines(encoder: Encoder, params: dict, encoded, names=BASELINES,
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ValueError(f"unknown rationale baseline(s) {unknown}; choose from {BASELINES}")
-    fn = jax.jit(lambda p, b: layer_baseline_scores(encoder, p, b, pooling))
+    fn = jax.jit(lambda p, b: layer_baseline_scores(encoder, p, b, pooling, tuple(names)))
     num_outputs = int(np.shape(params["heads"]["final"]["out"]["kernel"])[-1])
     labels = {e.rationale.label for e in encoded}
-    if not labels <= set(range(num_outputs)):
+    if "saliency" in names and not labels <= set(range(num_outputs)):
         raise ValueError(f"the rationales' gold labels {sorted(labels, key=str)} are not classes "
                          f"of this {num_outputs}-output model: the saliency baseline needs a "
                          "model fine-tuned on the task's own labels")
