@@ -117,3 +117,16 @@ def test_only_the_words_the_model_reads_count(model):
     assert not red.kept["rationale"][cut:].any()
     for name in STRATEGIES:
         assert red.kept[name].sum() == inside.sum() and not red.kept[name][cut:].any()
+
+
+def test_gold_saliency_reads_the_labels(model):
+    enc, params = model
+    e = _encoded(1)[0]
+    b = batch_from_ids(e.input_ids[None], None, None)
+    for label in (0, 1):
+        gold = strategy_token_scores(enc, params, b._replace(labels=np.array([label])),
+                                     saliency_class="gold")
+        ref = layer_baseline_scores(enc, params, b._replace(labels=np.array([label])))
+        np.testing.assert_allclose(gold["saliency"], ref["saliency"][0], rtol=1e-5)
+    with pytest.raises(ValueError, match="needs batch.labels"):
+        strategy_token_scores(enc, params, b, saliency_class="gold")

@@ -34,15 +34,26 @@ STRATEGIES = ("rationale", "saliency", "attention_all", "attention_cls")
 SCORED = STRATEGIES[1:]
 
 
-def strategy_token_scores(encoder: Encoder, params: dict, batch, pooling: str = "cls"
-                          ) -> dict[str, jnp.ndarray]:
+SALIENCY_CLASSES = ("predicted", "gold")
+
+
+def strategy_token_scores(encoder: Encoder, params: dict, batch, pooling: str = "cls",
+                          saliency_class: str = "predicted") -> dict[str, jnp.ndarray]:
     """{strategy: [B, T]} token scores of the SCORED strategies (rows sum to 1 over each
-    example's tokens); saliency is taken for the model's own predicted class."""
-    mask = jnp.asarray(batch.attention_mask, jnp.float32)
-    h = encoder.forward_all(params["encoder"], batch)["hidden"][-1]
-    logits, _ = head_outputs(params["heads"]["final"], h, mask, pooling)
-    predicted = jnp.argmax(logits, -1).astype(jnp.int32)
-    scores = layer_baseline_scores(encoder, params, batch._replace(labels=predicted), pooling,
+    example's tokens); saliency is taken for the model's own predicted class, or with
+    saliency_class="gold" for batch.labels (which then reads every input's answer)."""
+    if saliency_class not in SALIENCY_CLASSES:
+        raise ValueError(f"saliency_class={saliency_class!r}; choose from {SALIENCY_CLASSES}")
+    if saliency_class == "gold":
+        if batch.labels is None:
+            raise ValueError("saliency_class='gold' needs batch.labels")
+        target = jnp.asarray(batch.labels).astype(jnp.int32)
+    else:
+        mask = jnp.asarray(batch.attention_mask, jnp.float32)
+        h = encoder.forward_all(params["encoder"], batch)["hidden"][-1]
+        logits, _ = head_outputs(params["heads"]["final"], h, mask, pooling)
+        target = jnp.argmax(logits, -1).astype(jnp.int32)
+    scores = layer_baseline_scores(encoder, params, batch._replace(labels=target), pooling,
                                    ("saliency", "rollout", "rollout_received"))
     return {"saliency": scores["saliency"][0], "attention_all": scores["rollout_received"][-1],
             "attention_cls": scores["rollout"][-1]}
@@ -83,10 +94,11 @@ class ReducedExample:
 
 def reduce_examples(encoder: Encoder, params: dict, encoded: list[EncodedRationale],
                     pooling: str = "cls", batch_size: int = 8,
-                    buckets=(128, 256, 384, 512)) -> list[ReducedExample]:
+                    buckets=(128, 256, 384, 512), saliency_class: str = "predicted"
+                    ) -> list[ReducedExample]:
     """Scores every encoded rationale (batched by padded length: one compile per bucket)
     and keeps each strategy's top-k words, k = the rationale's word count."""
-    fn = jax.jit(lambda p, b: strategy_token_scores(encoder, p, b, pooling))
+    fn = jax.jit(lambda p, b: strategy_token_scores(encoder, p, b, pooling, saliency_class))
     order = sorted(range(len(encoded)), key=lambda i: encoded[i].input_ids.size)
     token_scores: dict[int, dict] = {}
     for start in range(0, len(order), batch_size):
@@ -100,7 +112,9 @@ def reduce_examples(encoder: Encoder, params: dict, encoded: list[EncodedRationa
             ids[row, :n], types[row, :n], mask[row, :n] = (encoded[i].input_ids,
                                                            encoded[i].token_type_ids, 1)
         mask[len(idx):, 0] = 1  # filler rows: one token, discarded
-        out = jax.device_get(fn(params, batch_from_ids(ids, mask, types)))
+        labels = np.zeros(batch_size, np.int32)
+        labels[:len(idx)] = [int(encoded[i].rationale.label) for i in idx]
+        out = jax.device_get(fn(params, batch_from_ids(ids, mask, types, labels)))
         for row, i in enumerate(idx):
             n = encoded[i].input_ids.size
             token_scores[i] = {k: np.asarray(v[row, :n]) for k, v in out.items()}
