@@ -63,3 +63,19 @@ def minilm_dir(shared_dir):
 @pytest.fixture(scope="session")
 def data_dir(shared_dir):
     return resources.data_dir()
+
+
+@pytest.fixture(scope="session")
+def peaked_classifier():
+    """make(cfg, num_outputs=2) -> (encoder, params): a random encoder with a fine-tune head,
+    its kernels ×3 so that attention is peaked (scores that differ across tokens)."""
+    from jaxit.encoders import init_params, make_encoder
+    from jaxit.methods.finetune import make_finetune
+
+    def make(cfg, num_outputs=2):
+        enc = make_encoder(cfg)
+        m = make_finetune(enc, num_outputs, False)
+        params = m.init(jax.random.PRNGKey(1), init_params(cfg, jax.random.PRNGKey(0)))
+        return enc, jax.tree.map(lambda x: x * 3.0 if x.ndim == 2 else x, params)
+
+    return make

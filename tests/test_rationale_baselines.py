@@ -9,25 +9,20 @@ import numpy as np
 import pytest
 
 from jaxit.batch import batch_from_ids
-from jaxit.encoders import EncoderConfig, init_params, make_encoder
+from jaxit.encoders import EncoderConfig
 from jaxit.encoders.transformer import mask_bias_from
 from jaxit.interpret.rationale_baselines import (
     evaluate_baselines,
     example_baseline_scores,
     layer_baseline_scores,
 )
-from jaxit.methods.finetune import make_finetune
 
 CFG = EncoderConfig("bert", 50, 32, 3, 4, 64, max_position_embeddings=32)
 
 
 @pytest.fixture(scope="module")
-def model():
-    enc = make_encoder(CFG)
-    m = make_finetune(enc, 2, False)
-    params = m.init(jax.random.PRNGKey(1), init_params(CFG, jax.random.PRNGKey(0)))
-    params = jax.tree.map(lambda x: x * 3.0 if x.ndim == 2 else x, params)  # peaked attention
-    return enc, params
+def model(peaked_classifier):
+    return peaked_classifier(CFG)
 
 
 def _batch(n=7, t=None, label=1):

@@ -147,8 +147,6 @@ def main(argv=None) -> dict:
                        baseline_run=args.baseline_run or None)
 
 
-
-
 def run_pooling(workdir) -> str:
     """The exit heads' pooling of a run ("cls" unless its hparams.json says otherwise)."""
     hp = Path(workdir) / "hparams.json"

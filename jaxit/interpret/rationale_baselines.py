@@ -12,8 +12,9 @@ h^ℓ to choose the tokens of layer ℓ + 1. Each row sums to 1 over the example
   score is [CLS]'s row of R_ℓ;
 - "rollout_received": the rollout each token receives from all tokens (the column mean of
   R_ℓ over the real queries; PoWER-BERT's accumulation, Table 2's "Attention ALL");
-- "saliency": ||∂y_c/∂h^ℓ_i ⊙ h^ℓ_i||₂ for the gold class c (ℓ = 0 is AdapLeR's phase-2
-  saliency, `jaxit.interpret.saliency.embedding_saliency`), normalised over the tokens.
+- "saliency": ||∂y_c/∂h^ℓ_i ⊙ h^ℓ_i||₂ for the gold (or the predicted) class c (ℓ = 0 is
+  AdapLeR's phase-2 saliency, `jaxit.interpret.saliency.embedding_saliency`), normalised
+  over the tokens.
 """
 
 from __future__ import annotations
@@ -29,20 +30,25 @@ from jaxit.heads import head_outputs
 BASELINES = ("attention", "cls_attention", "rollout", "rollout_received", "saliency")
 
 
+SALIENCY_TARGETS = ("gold", "predicted")
+
+
 def layer_baseline_scores(encoder: Encoder, params: dict, batch: Batch, pooling: str = "cls",
-                          names=BASELINES) -> dict[str, jnp.ndarray]:
+                          names=BASELINES, target: str = "gold") -> dict[str, jnp.ndarray]:
     """{name: [L, B, T]} for every name in `names` (of BASELINES) on a batch (rows
-    renormalised over each example's real tokens, 0 on padding). Saliency needs batch.labels
-    (the gold classes); without "saliency" in `names` no backward pass is traced."""
+    renormalised over each example's real tokens, 0 on padding). Saliency is taken for
+    batch.labels (target="gold") or for the model's own argmax (target="predicted", read in
+    the same forward pass); without "saliency" in `names` no backward pass is traced."""
+    if target not in SALIENCY_TARGETS:
+        raise ValueError(f"saliency target {target!r}; choose from {SALIENCY_TARGETS}")
     want_saliency = "saliency" in names
-    if want_saliency and batch.labels is None:
+    gold_labels = want_saliency and target == "gold"
+    if gold_labels and batch.labels is None:
         raise ValueError("saliency needs the gold labels (batch.labels is None)")
     cfg = encoder.config
     enc = params["encoder"]
     mask = jnp.asarray(batch.attention_mask, jnp.float32)
     bias = mask_bias_from(batch.attention_mask, jnp.float32)
-    labels = (jnp.asarray(batch.labels).astype(jnp.int32) if want_saliency
-              else jnp.zeros(mask.shape[:1], jnp.int32))
     h0 = encoder.embed(enc, batch)
     zeros = [jnp.zeros_like(h0) for _ in range(cfg.num_layers)]
 
@@ -55,8 +61,10 @@ def layer_baseline_scores(encoder: Encoder, params: dict, batch: Batch, pooling:
             h, p = encoder.block(encoder.layer_params(enc, i), h, bias, return_attention=True)
             probs.append(p.astype(jnp.float32).mean(1))  # [B, T, T], head mean
         logits, _ = head_outputs(params["heads"]["final"], h, mask, pooling)
-        gold = jnp.take_along_axis(logits.astype(jnp.float32), labels[:, None], -1).sum()
-        return gold, (states, probs)
+        logits = logits.astype(jnp.float32)
+        labels = (jnp.asarray(batch.labels).astype(jnp.int32) if gold_labels
+                  else jnp.argmax(jax.lax.stop_gradient(logits), -1))
+        return jnp.take_along_axis(logits, labels[:, None], -1).sum(), (states, probs)
 
     if want_saliency:
         grads, (states, probs) = jax.grad(run, has_aux=True)(zeros)

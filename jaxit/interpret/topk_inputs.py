@@ -12,8 +12,8 @@ most important words, k = the number of words in its human rationale, chosen by
 Every strategy chooses among the words the model reads (the first `max_length` tokens'
 words), and k counts the rationale's words among them: the human rationale is cut there
 too, so each row reduces the same truncated input. Word score = the sum of its sub-words'
-scores. The kept words stay in their order. A new model is then fine-tuned and evaluated on each reduced text
-(`experiments/real_data/adapler_table2.py`).
+scores. The kept words stay in their order. A new model is then fine-tuned and evaluated on
+each reduced text (`experiments/real_data/adapler_table2.py`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxit.batch import batch_from_ids
+from jaxit.data.batching import eval_batches
+from jaxit.data.tokenize import EncodedDataset
 from jaxit.encoders.transformer import Encoder
-from jaxit.heads import head_outputs
 from jaxit.interpret.rationale_baselines import layer_baseline_scores
 from jaxit.interpret.rationales import EncodedRationale, word_scores
 
 STRATEGIES = ("rationale", "saliency", "attention_all", "attention_cls")
 SCORED = STRATEGIES[1:]
-
-
 SALIENCY_CLASSES = ("predicted", "gold")
 
 
@@ -44,17 +42,10 @@ def strategy_token_scores(encoder: Encoder, params: dict, batch, pooling: str = 
     saliency_class="gold" for batch.labels (which then reads every input's answer)."""
     if saliency_class not in SALIENCY_CLASSES:
         raise ValueError(f"saliency_class={saliency_class!r}; choose from {SALIENCY_CLASSES}")
-    if saliency_class == "gold":
-        if batch.labels is None:
-            raise ValueError("saliency_class='gold' needs batch.labels")
-        target = jnp.asarray(batch.labels).astype(jnp.int32)
-    else:
-        mask = jnp.asarray(batch.attention_mask, jnp.float32)
-        h = encoder.forward_all(params["encoder"], batch)["hidden"][-1]
-        logits, _ = head_outputs(params["heads"]["final"], h, mask, pooling)
-        target = jnp.argmax(logits, -1).astype(jnp.int32)
-    scores = layer_baseline_scores(encoder, params, batch._replace(labels=target), pooling,
-                                   ("saliency", "rollout", "rollout_received"))
+    if saliency_class == "gold" and batch.labels is None:
+        raise ValueError("saliency_class='gold' needs batch.labels")
+    scores = layer_baseline_scores(encoder, params, batch, pooling,
+                                   ("saliency", "rollout", "rollout_received"), saliency_class)
     return {"saliency": scores["saliency"][0], "attention_all": scores["rollout_received"][-1],
             "attention_cls": scores["rollout"][-1]}
 
@@ -99,25 +90,19 @@ def reduce_examples(encoder: Encoder, params: dict, encoded: list[EncodedRationa
     """Scores every encoded rationale (batched by padded length: one compile per bucket)
     and keeps each strategy's top-k words, k = the rationale's word count."""
     fn = jax.jit(lambda p, b: strategy_token_scores(encoder, p, b, pooling, saliency_class))
-    order = sorted(range(len(encoded)), key=lambda i: encoded[i].input_ids.size)
+    ds = EncodedDataset([e.input_ids for e in encoded], [e.token_type_ids for e in encoded],
+                        np.array([int(e.rationale.label) for e in encoded], np.int32),
+                        [e.rationale.guid for e in encoded],
+                        max(e.input_ids.size for e in encoded))
+    longest = int(ds.lengths.max())
+    bk = tuple(buckets) if longest <= max(buckets) else (*buckets, longest)
     token_scores: dict[int, dict] = {}
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        longest = max(encoded[i].input_ids.size for i in idx)
-        t = min((b for b in buckets if b >= longest), default=longest)
-        ids = np.zeros((batch_size, t), np.int32)
-        types, mask = np.zeros_like(ids), np.zeros_like(ids)
-        for row, i in enumerate(idx):
-            n = encoded[i].input_ids.size
-            ids[row, :n], types[row, :n], mask[row, :n] = (encoded[i].input_ids,
-                                                           encoded[i].token_type_ids, 1)
-        mask[len(idx):, 0] = 1  # filler rows: one token, discarded
-        labels = np.zeros(batch_size, np.int32)
-        labels[:len(idx)] = [int(encoded[i].rationale.label) for i in idx]
-        out = jax.device_get(fn(params, batch_from_ids(ids, mask, types, labels)))
-        for row, i in enumerate(idx):
-            n = encoded[i].input_ids.size
-            token_scores[i] = {k: np.asarray(v[row, :n]) for k, v in out.items()}
+    for batch, valid, index in eval_batches(ds, batch_size, bk, sort_by_length=True,
+                                            return_index=True):
+        out = jax.device_get(fn(params, batch))
+        for row in np.flatnonzero(valid):
+            i = int(index[row])
+            token_scores[i] = {k: np.asarray(v[row, :ds.lengths[i]]) for k, v in out.items()}
     result = []
     for i, e in enumerate(encoded):
         r = e.rationale
